@@ -1,0 +1,24 @@
+"""toolkit: the code behind the compression workbook's chapters.
+
+One module, one idea:
+
+- ``runtime``   seeds, device, folders, quiet logs (``setup()`` starts every chapter)
+- ``data``      the vendored sentiment sentences: checksums, stratified splits, batches
+- ``models``    MiniLM from its package, the cached fine-tuned sentiment classifier
+- ``train``     a short, readable fine-tuning loop
+- ``measure``   parameters, bytes on disk, latency, accuracy, the hardware line
+- ``report``    one result record per technique, the comparison table and chart
+- ``claims``    a chapter's key statements, checked against its own measurements
+- ``exercises`` checks with hints; an untouched stub falls back to the reference
+- ``runner``    runs every chapter with papermill and writes ``build/report.md``
+"""
+
+from toolkit import runtime
+
+runtime.quiet_third_party()  # before transformers/torchao are imported by the modules below
+
+from toolkit import claims, data, exercises, measure, models, report, train  # noqa: E402
+from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
+
+__all__ = ["claims", "data", "device", "exercises", "measure", "models", "report", "runtime", "setup", "smoke_mode", "train"]
+__version__ = "0.1.0"

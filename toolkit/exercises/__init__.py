@@ -1,0 +1,126 @@
+"""Exercises: fixed small cases with known answers, a hint for every failure, never a crash.
+
+A chapter's exercise is a stub the reader fills in, followed by a check cell::
+
+    def expected_bytes(num_parameters, dtype):
+        raise NotImplementedError  # your code here
+
+    expected_bytes = toolkit.exercises.check("01.expected_bytes", expected_bytes)
+
+``check`` runs the reader's function on every case. It answers with one of:
+
+- ``✔`` all cases pass: the reader's function is returned and used by the cells below;
+- ``✘`` a case fails or raises: the input, the expected and the actual value, and a hint;
+  the reference solution is returned so the chapter still runs;
+- ``○`` the stub is untouched (it raised ``NotImplementedError``): the reference solution
+  is returned and the message says so.
+
+Reference solutions and cases live in one module per chapter (``toolkit/exercises/ch01.py``);
+the lesson plans print the same solutions and the tests run them through the same checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str  # "<chapter>.<function name>", e.g. "01.expected_bytes"
+    title: str
+    reference: Callable
+    cases: tuple[tuple[tuple, Any], ...]  # ((args, expected), ...)
+    hint: str
+    rel_tol: float = 0.0
+
+
+@dataclass(frozen=True)
+class Quiz:
+    name: str
+    question: str
+    choices: dict[str, str]  # letter -> text
+    answer: str
+    explanations: dict[str, str] = field(default_factory=dict)  # letter -> why
+
+
+EXERCISES: dict[str, Exercise] = {}
+QUIZZES: dict[str, Quiz] = {}
+
+
+def register(item: Exercise | Quiz) -> Exercise | Quiz:
+    (EXERCISES if isinstance(item, Exercise) else QUIZZES)[item.name] = item
+    return item
+
+
+def _lookup(table: dict, name: str, what: str):
+    _load_chapters()
+    if name not in table:
+        raise ValueError(f"{what} {name!r} is not known; accepted: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def _same(got: Any, expected: Any, rel_tol: float) -> bool:
+    if isinstance(expected, torch.Tensor):
+        return isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.allclose(
+            got.float(), expected.float(), rtol=rel_tol, atol=0.0 if rel_tol == 0 else 1e-12
+        )
+    if isinstance(expected, float) or (isinstance(expected, int) and isinstance(got, float)):
+        try:
+            return math.isclose(float(got), float(expected), rel_tol=rel_tol, abs_tol=1e-12)
+        except (TypeError, ValueError):
+            return False
+    return got == expected
+
+
+def check(name: str, attempt: Callable) -> Callable:
+    """Run ``attempt`` on the exercise's cases; return it if right, else the reference."""
+    exercise = _lookup(EXERCISES, name, "exercise")
+    for args, expected in exercise.cases:
+        shown = ", ".join(repr(a) for a in args)
+        try:
+            got = attempt(*args)
+        except NotImplementedError:
+            print(
+                f"○ {exercise.title}: not attempted yet. The chapter goes on with the reference "
+                f"solution; fill in the stub and re-run this cell to check yours.\n  Hint: {exercise.hint}"
+            )
+            return exercise.reference
+        except Exception as error:  # a reader's bug must answer with a hint, not a traceback
+            print(
+                f"✘ {exercise.title}: calling it with ({shown}) raised {type(error).__name__}: {error}\n"
+                f"  Hint: {exercise.hint}\n  The chapter goes on with the reference solution."
+            )
+            return exercise.reference
+        if not _same(got, expected, exercise.rel_tol):
+            print(
+                f"✘ {exercise.title}: for ({shown}) expected {expected!r}, got {got!r}.\n"
+                f"  Hint: {exercise.hint}\n  The chapter goes on with the reference solution."
+            )
+            return exercise.reference
+    print(f"✔ {exercise.title}: correct on all {len(exercise.cases)} cases.")
+    return attempt
+
+
+def quiz(name: str, answer: str | None) -> bool:
+    """Say whether ``answer`` (a letter) is right, and why; ``None`` means not answered yet."""
+    item = _lookup(QUIZZES, name, "quiz")
+    if answer is None:
+        print(f"○ Quiz not answered yet: set ANSWER to one of {', '.join(item.choices)} and re-run this cell.")
+        return False
+    letter = str(answer).strip().lower()
+    if letter not in item.choices:
+        print(f"✘ {answer!r} is not a choice; accepted: {', '.join(item.choices)}.")
+        return False
+    correct = letter == item.answer
+    print(("✔ Right. " if correct else "✘ Not quite. ") + item.explanations.get(letter, ""))
+    if not correct:
+        print(f"  Think again, or read the explanation in the lesson plan.")
+    return correct
+
+
+def _load_chapters() -> None:
+    from toolkit.exercises import ch01  # noqa: F401  (registers its exercises on import)

@@ -1,0 +1,243 @@
+"""Results: one record per technique, a comparison table, and the size/latency/accuracy chart.
+
+Every chapter ends its measurements with ``record(Result(...))``. Records are JSON files
+under ``build/results/<chapter>/<technique>.json`` (written atomically), so the runner can
+gather every chapter into ``build/report.md`` and later chapters can put their methods on
+the same chart as the fp32 and bf16 baselines.
+
+Techniques are named from one registry, ``TECHNIQUES``: a typo is an error that lists the
+accepted names, not a new row nobody meant. A chapter that introduces a technique adds it
+with ``register_technique`` before recording it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from toolkit import runtime
+
+TECHNIQUES: dict[str, str] = {
+    "fp32": "float32 baseline: the fine-tuned classifier as trained",
+    "fp16": "float16 cast of every weight (IEEE half precision)",
+    "bf16": "bfloat16 cast of every weight (8-bit exponent, 7-bit mantissa)",
+}
+
+
+def register_technique(name: str, description: str) -> None:
+    """Add a technique name so that results can be recorded under it."""
+    if not name or not all(c.isalnum() or c in "-_+." for c in name):
+        raise ValueError(f"technique name must be non-empty and use letters, digits, '-', '_', '+', '.'; got {name!r}")
+    TECHNIQUES[name] = description
+
+
+def check_technique(name: str) -> str:
+    if name not in TECHNIQUES:
+        raise ValueError(
+            f"technique {name!r} is not known; accepted: {', '.join(sorted(TECHNIQUES))} "
+            "(a chapter adds new ones with toolkit.report.register_technique)"
+        )
+    return name
+
+
+@dataclass
+class Result:
+    """What one technique achieved, measured in one run, beside the baselines of that run."""
+
+    technique: str
+    chapter: str
+    bytes_on_disk: int
+    accuracy: float  # on the test split, 0..1
+    latency_ms_batch1: float  # median
+    latency_ms_batch64: float  # median (or the chapter's "large" batch, see notes)
+    parameters: int
+    nonzero: int | None = None
+    smoke: bool = False
+    hardware: str = ""
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_technique(self.technique)
+        if not 0 <= self.accuracy <= 1:
+            raise ValueError(f"accuracy must be a fraction in [0, 1]; got {self.accuracy!r}")
+        if self.bytes_on_disk <= 0:
+            raise ValueError(f"bytes_on_disk must be positive (the size of a written file); got {self.bytes_on_disk!r}")
+
+    @property
+    def megabytes(self) -> float:
+        return self.bytes_on_disk / 1e6
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def record(result: Result, results_dir: Path | None = None) -> Path:
+    """Write ``result`` to ``<results_dir>/<chapter>/<technique>.json`` and return the path."""
+    folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
+    path = folder / result.chapter / f"{result.technique}.json"
+    _atomic_write_text(path, json.dumps(asdict(result), indent=2, sort_keys=True))
+    return path
+
+
+def load_results(results_dir: Path | None = None) -> list[Result]:
+    """Every record under ``results_dir``, ordered by chapter, then as recorded."""
+    folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
+    names = {f.name for f in fields(Result)}
+    results = []
+    for path in sorted(folder.glob("*/*.json"), key=lambda p: (p.parent.name, p.stat().st_mtime_ns)):
+        if path.parent.name == "claims":
+            continue
+        payload = json.loads(path.read_text())
+        results.append(Result(**{k: v for k, v in payload.items() if k in names}))
+    return results
+
+
+def _find(results: Sequence[Result], technique: str) -> Result | None:
+    return next((r for r in results if r.technique == technique), None)
+
+
+def comparison_table(results: Sequence[Result]) -> str:
+    """A Markdown table: size, compression, latencies, speedups vs fp32 and bf16, accuracy."""
+    if not results:
+        return "_no results recorded yet_"
+    fp32, bf16 = _find(results, "fp32"), _find(results, "bf16")
+    header = (
+        "| chapter | technique | size (MB) | compression vs fp32 | batch 1 (ms) | batch 64 (ms) | speedup vs fp32 | "
+        "speedup vs bf16 | accuracy | change vs fp32 |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
+    rows = []
+    for r in results:
+        ratio = f"{fp32.bytes_on_disk / r.bytes_on_disk:.2f}x" if fp32 else "n/a"
+        vs32 = f"{fp32.latency_ms_batch64 / r.latency_ms_batch64:.2f}x" if fp32 else "n/a"
+        vs16 = f"{bf16.latency_ms_batch64 / r.latency_ms_batch64:.2f}x" if bf16 else "n/a"
+        delta = f"{(r.accuracy - fp32.accuracy) * 100:+.1f} pts" if fp32 else "n/a"
+        mode = " (smoke)" if r.smoke else ""
+        rows.append(
+            f"| {r.chapter} | {r.technique}{mode} | {r.megabytes:.1f} | {ratio} | {r.latency_ms_batch1:.1f} | "
+            f"{r.latency_ms_batch64:.1f} | {vs32} | {vs16} | {r.accuracy:.1%} | {delta} |"
+        )
+    return "\n".join([header, *rows])
+
+
+def tradeoff_chart(results: Sequence[Result], path: Path | None = None):
+    """Two panels: accuracy vs size on disk, and accuracy vs latency at batch 64.
+
+    Points up and to the left are better. Returns the matplotlib figure; saves it to
+    ``path`` (PNG) when given.
+    """
+    import matplotlib.pyplot as plt  # imported here: the toolkit stays usable without a display
+
+    fig, (ax_size, ax_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for r in results:
+        for ax, x in ((ax_size, r.megabytes), (ax_time, r.latency_ms_batch64)):
+            ax.scatter(x, r.accuracy * 100, s=60, zorder=3)
+            ax.annotate(r.technique, (x, r.accuracy * 100), textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax_size.set_xlabel("size on disk (MB, safetensors file)")
+    ax_time.set_xlabel("latency at batch 64 (ms, median)")
+    ax_size.set_ylabel("test accuracy (%)")
+    for ax in (ax_size, ax_time):
+        ax.grid(alpha=0.3)
+        ax.set_xlim(left=0)
+    hardware = next((r.hardware for r in results if r.hardware), "")
+    fig.suptitle("Size, speed and accuracy of every technique measured so far")
+    if hardware:
+        fig.text(0.5, -0.02, hardware, ha="center", fontsize=7, wrap=True)
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def write_report(
+    results_dir: Path | None = None,
+    out_path: Path = Path("build/report.md"),
+    run_log: Iterable[dict] = (),
+) -> Path:
+    """Gather every record and claim into one Markdown report with the comparison chart."""
+    from toolkit import claims  # local: claims imports report's helpers
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # the report is written outside any notebook
+    import matplotlib.pyplot as plt
+
+    folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
+    out_path = Path(out_path)
+    results = load_results(folder)
+    chart = out_path.with_name("report_chart.png")
+    lines = ["# Compression workbook: results", ""]
+    run_log = list(run_log)
+    if run_log:
+        lines += ["## Chapters run", "", "| notebook | status | minutes |", "| --- | --- | ---: |"]
+        lines += [f"| {e['notebook']} | {e['status']} | {e['seconds'] / 60:.1f} |" for e in run_log]
+        lines.append("")
+    lines += ["## Every technique", ""]
+    hardware = next((r.hardware for r in results if r.hardware), "")
+    if hardware:
+        lines += [f"Measured on: {hardware}", ""]
+    lines += [comparison_table(results), ""]
+    if results:
+        fig = tradeoff_chart(results, chart)
+        plt.close(fig)
+        lines += [f"![size, latency and accuracy of every technique]({chart.name})", ""]
+    claim_rows = claims.load_claims(folder)
+    if claim_rows:
+        lines += ["## Claims checked", "", "| chapter | claim | verdict | evidence |", "| --- | --- | --- | --- |"]
+        for c in claim_rows:
+            lines.append(f"| {c['chapter']} | {c['statement']} | {c['verdict']} | {c['evidence']} |")
+        lines.append("")
+    _atomic_write_text(out_path, "\n".join(lines))
+    return out_path
+
+
+def measure(
+    technique: str,
+    model,
+    tokenizer,
+    test,
+    *,
+    chapter: str,
+    smoke: bool,
+    repeats: int = 20,
+    big_batch: int = 64,
+    file: Path | None = None,
+    notes: str = "",
+) -> Result:
+    """Measure one technique the workbook's way and return its ``Result`` (not yet recorded).
+
+    Size: bytes of the safetensors file written to ``file`` (a temporary file if None).
+    Latency: median of ``repeats`` timed calls at batch 1, and of ``max(3, repeats // 3)``
+    calls at ``big_batch`` (both after 3 warm-up calls), on the first test sentences.
+    Accuracy: on every example of ``test``.
+    """
+    from toolkit import measure as m
+
+    check_technique(technique)
+    size = m.bytes_on_disk(model, file)
+    one = m.latency(model, m.latency_batch(tokenizer, test, 1), repeats=repeats)
+    many = m.latency(model, m.latency_batch(tokenizer, test, big_batch), repeats=max(3, repeats // 3))
+    return Result(
+        technique=technique,
+        chapter=chapter,
+        bytes_on_disk=size,
+        accuracy=m.accuracy(model, tokenizer, test),
+        latency_ms_batch1=one.median_ms,
+        latency_ms_batch64=many.median_ms,
+        parameters=m.count_parameters(model),
+        nonzero=m.count_nonzero(model),
+        smoke=smoke,
+        hardware=m.hardware().line(),
+        notes=notes,
+        extra={"latency_batch1": one.as_dict(), "latency_big_batch": many.as_dict(), "test_examples": len(test)},
+    )

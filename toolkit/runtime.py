@@ -1,0 +1,128 @@
+"""Where things live and how a chapter starts: seeds, device, folders, quiet logs.
+
+Every chapter begins with ``toolkit.setup()``. It makes runs repeatable (one seed for
+``random``, NumPy and torch), silences library chatter that would bury the lesson, and
+prints one line saying where the cache and the results go.
+
+Folders (each can be moved with an environment variable):
+
+- ``WORKBOOK_CACHE``: the fine-tuned classifier and other expensive artefacts
+  (default ``~/.cache/compression-workbook``; ``make`` uses ``build/cache``).
+- ``WORKBOOK_RESULTS_DIR``: one JSON record per technique, gathered into ``build/report.md``
+  (default ``build/results`` of the repository, found from the current directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CACHE_ENV = "WORKBOOK_CACHE"
+RESULTS_ENV = "WORKBOOK_RESULTS_DIR"
+SMOKE_ENV = "WORKBOOK_SMOKE"
+
+# Loggers of libraries that print warnings a reader cannot act on (optional CUDA kernels
+# of torchao that a CPU build lacks, pytree registration notices, "weights newly
+# initialised" reports for the classification head we are about to train).
+_NOISY_LOGGERS = (
+    "torchao",
+    "torch.utils._pytree",
+    "transformers.modeling_utils",
+    "sentence_transformers",
+)
+
+
+def quiet_third_party() -> None:
+    """Lower third-party log levels to ERROR; called on ``import toolkit``."""
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
+    try:  # transformers' own bars ("Loading weights", "Writing shards") are noise here
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed ``random``, NumPy and torch so that a chapter gives the same numbers each run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device() -> torch.device:
+    """The accelerator when there is one, else the CPU. Latencies in the workbook are CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def smoke_mode() -> bool:
+    """True when ``WORKBOOK_SMOKE=1``: tiny subsets and few steps, for the tests."""
+    return os.environ.get(SMOKE_ENV) == "1"
+
+
+def repo_root(start: Path | None = None) -> Path | None:
+    """The workbook repository that contains ``start`` (default: the current directory)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "toolkit").is_dir():
+            return folder
+    package_parent = Path(__file__).resolve().parent.parent
+    if (package_parent / "pyproject.toml").is_file():
+        return package_parent
+    return None
+
+
+def cache_dir() -> Path:
+    """Folder for the cached classifier and other expensive artefacts (created if missing)."""
+    env = os.environ.get(CACHE_ENV)
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "compression-workbook"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def results_dir() -> Path:
+    """Folder of the result records that ``build/report.md`` gathers (created if missing)."""
+    env = os.environ.get(RESULTS_ENV)
+    if env:
+        path = Path(env).expanduser()
+    else:
+        root = repo_root()
+        path = (root if root else Path.cwd()) / "build" / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_dir() -> Path:
+    """The repository's ``build/`` folder (or ``./build``): files a chapter writes go here."""
+    root = repo_root()
+    path = (root if root else Path.cwd()) / "build"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup(seed: int = 0, *, verbose: bool = True) -> None:
+    """Start a chapter: seed everything, quiet the libraries, say where results go.
+
+    Progress bars of the workbook's own loops (tqdm) stay on.
+    """
+    quiet_third_party()
+    seed_everything(seed)
+    if verbose:
+        mode = "smoke (tiny subsets, for tests)" if smoke_mode() else "full"
+        print(
+            f"toolkit ready: seed={seed}, device={device()}, threads={torch.get_num_threads()}, "
+            f"mode={mode}\n  cache:   {cache_dir()}\n  results: {results_dir()}"
+        )

@@ -1,0 +1,107 @@
+"""A short, readable fine-tuning loop (used to build the baseline, and later to retrain).
+
+The loop is deliberately plain PyTorch: AdamW, a linear learning-rate schedule with a
+short warm-up, cross-entropy through the model's own ``labels`` argument, and a progress
+bar per epoch. Later chapters reuse it to retrain pruned or fake-quantized models.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from toolkit.data import Example, batches
+from toolkit.measure import accuracy
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Hyper-parameters of a fine-tune. Part of the classifier cache's key."""
+
+    epochs: int = 3
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 64
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    train_limit: int | None = None  # use only the first N training examples (smoke runs)
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer; got {self.epochs!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive; got {self.learning_rate!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction!r}")
+        if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
+            raise ValueError(f"train_limit must be None or a positive integer; got {self.train_limit!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int
+    mean_loss: float
+    validation_accuracy: float | None
+    seconds: float
+
+
+def fine_tune_(
+    model: torch.nn.Module,
+    tokenizer,
+    train: Sequence[Example],
+    config: FineTuneConfig = FineTuneConfig(),
+    validation: Sequence[Example] | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> list[EpochLog]:
+    """Fine-tune ``model`` in place (hence the trailing ``_``); return one log per epoch.
+
+    Per step: loss = cross_entropy(model(x).logits, y); w <- AdamW(w, dL/dw, lr_t), where
+    lr_t rises linearly over the warm-up steps and then falls linearly to zero.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    examples = list(train[: config.train_limit] if config.train_limit else train)
+    torch.manual_seed(config.seed)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(examples) // config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    logs = []
+    for epoch in range(1, config.epochs + 1):
+        start, losses = time.perf_counter(), []
+        bar = tqdm(
+            batches(tokenizer, examples, config.batch_size, config.max_length, shuffle=True, seed=config.seed + epoch),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not progress,
+            leave=True,
+        )
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss  # cross-entropy over the labels in the batch
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        val_acc = accuracy(model, tokenizer, validation) if validation else None
+        model.train()
+        logs.append(EpochLog(epoch, sum(losses) / len(losses), val_acc, time.perf_counter() - start))
+        if progress:
+            shown = f", validation accuracy {val_acc:.1%}" if val_acc is not None else ""
+            print(f"epoch {epoch}: mean loss {logs[-1].mean_loss:.4f}{shown} ({logs[-1].seconds:.0f} s)")
+    model.eval()
+    return logs
