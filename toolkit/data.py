@@ -104,6 +104,11 @@ def load_examples(data_dir: Path = DATA_DIR) -> list[Example]:
     return examples
 
 
+def normalise(text: str) -> str:
+    """The form under which two sentences count as the same (case and spacing ignored)."""
+    return " ".join(text.lower().split())
+
+
 def make_splits(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
@@ -112,25 +117,42 @@ def make_splits(
     """Stratified train / validation / test splits that depend only on ``seed``.
 
     Each (source, label) stratum of 500 sentences is shuffled with its own seeded RNG and
-    cut at the same fractions, so the default gives 2,100 / 450 / 450 sentences.
+    cut at the same fractions, so the default gives 2,100 / 450 / 450 sentences. Repeated
+    sentences are kept together in one split, so no test sentence was seen in training.
     """
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(
             f"fractions must be three positive numbers summing to 1 (train, validation, test); "
             f"got {fractions}"
         )
-    strata: dict[tuple[str, int], list[Example]] = defaultdict(list)
+    # A few sentences occur twice ("Works great!.", once even in two sources): all copies go
+    # to the same split, or the test set would hold sentences the model was trained on. A
+    # group of copies belongs to the stratum of its first copy.
+    groups: dict[str, list[Example]] = defaultdict(list)
     for example in load_examples(data_dir):
-        strata[(example.source, example.label)].append(example)
+        groups[normalise(example.text)].append(example)
+    strata: dict[tuple[str, int], dict[str, list[Example]]] = defaultdict(dict)
+    for text, group in groups.items():
+        strata[(group[0].source, group[0].label)][text] = group
     train, validation, test = [], [], []
     for key in sorted(strata):
-        members = strata[key]
-        random.Random(f"{seed}-{key[0]}-{key[1]}").shuffle(members)
+        members = sum(strata[key].values(), [])
+        order = sorted(strata[key])
+        random.Random(f"{seed}-{key[0]}-{key[1]}").shuffle(order)
         n_train = round(fractions[0] * len(members))
         n_validation = round(fractions[1] * len(members))
-        train += members[:n_train]
-        validation += members[n_train : n_train + n_validation]
-        test += members[n_train + n_validation :]
+        part_train, part_validation, part_test = [], [], []
+        for text in order:  # fill train, then validation, with whole groups; the rest is test
+            group = strata[key][text]
+            if len(part_train) + len(group) <= n_train:
+                part_train += group
+            elif len(part_validation) + len(group) <= n_validation:
+                part_validation += group
+            else:
+                part_test += group
+        train += part_train
+        validation += part_validation
+        test += part_test
     for part in (train, validation, test):  # interleave strata so batches are mixed
         random.Random(seed).shuffle(part)
     return Splits(train=train, validation=validation, test=test)

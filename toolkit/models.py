@@ -112,13 +112,20 @@ def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- cache
+@functools.lru_cache(maxsize=1)
+def _train_split_sha256() -> str:
+    """Hash of the training sentences and labels: a change in how splits are made is a new cache."""
+    train = data.make_splits(seed=0).train
+    return hashlib.sha256("\n".join(f"{e.label}\t{e.text}" for e in train).encode()).hexdigest()
+
+
 def cache_inputs(config: FineTuneConfig) -> dict:
     """Everything the fine-tuned weights depend on; its hash names the cache folder."""
     base = base_model_dir()
     return {
         "format": CACHE_FORMAT,
         "data_sha256": data.verify_files(),
-        "split": {"seed": 0, "fractions": [0.70, 0.15, 0.15]},
+        "split": {"seed": 0, "fractions": [0.70, 0.15, 0.15], "train_sha256": _train_split_sha256()},
         "base_model_sha256": {
             name: file_sha256(base / name) for name in ("model.safetensors", "config.json") if (base / name).exists()
         },

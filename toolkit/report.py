@@ -137,10 +137,13 @@ def tradeoff_chart(results: Sequence[Result], path: Path | None = None):
     import matplotlib.pyplot as plt  # imported here: the toolkit stays usable without a display
 
     fig, (ax_size, ax_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for r in results:
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(results):
         for ax, x in ((ax_size, r.megabytes), (ax_time, r.latency_ms_batch64)):
-            ax.scatter(x, r.accuracy * 100, s=60, zorder=3)
-            ax.annotate(r.technique, (x, r.accuracy * 100), textcoords="offset points", xytext=(6, 4), fontsize=9)
+            ax.scatter(x, r.accuracy * 100, s=60, zorder=3, color=colors[i % len(colors)])
+            # stagger labels vertically so that points at the same place stay readable
+            ax.annotate(r.technique, (x, r.accuracy * 100), textcoords="offset points",
+                        xytext=(6, 4 - 11 * (i % 3)), fontsize=9, color=colors[i % len(colors)])
     ax_size.set_xlabel("size on disk (MB, safetensors file)")
     ax_time.set_xlabel("latency at batch 64 (ms, median)")
     ax_size.set_ylabel("test accuracy (%)")

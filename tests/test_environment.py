@@ -1,0 +1,74 @@
+"""pyproject.toml (pip), environment.yml (conda/Binder) and constraints.txt must agree."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def as_table(lines):
+    table = {}
+    for line in lines:
+        req = Requirement(line)
+        assert req.name.lower() not in table, f"{req.name} listed twice"
+        table[req.name.lower()] = str(req.specifier)
+    return table
+
+
+def pip_side():
+    project = pyproject()["project"]
+    lines = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        lines += extra
+    return as_table(lines)
+
+
+def conda_side():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    pip_lists = [d["pip"] for d in deps if isinstance(d, dict) and "pip" in d]
+    assert len(pip_lists) == 1, "environment.yml needs exactly one pip: section"
+    assert "python=3.11" in deps and "pip" in deps
+    return as_table([line for line in pip_lists[0] if not line.startswith("-e")])
+
+
+def test_environment_yml_agrees_with_pyproject():
+    pip, conda = pip_side(), conda_side()
+    assert sorted(set(pip) - set(conda)) == [], "in pyproject.toml but not in environment.yml"
+    assert sorted(set(conda) - set(pip)) == [], "in environment.yml but not in pyproject.toml"
+    different = {name: (pip[name], conda[name]) for name in pip if pip[name] != conda[name]}
+    assert different == {}, f"ranges differ (pyproject, environment.yml): {different}"
+
+
+def test_python_versions_agree():
+    assert Version("3.11") in Requirement(f"python{pyproject()['project']['requires-python']}").specifier
+
+
+def test_constraints_pin_versions_inside_the_ranges():
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", f"constraints.txt must pin exactly: {line}"
+            pins[req.name.lower().replace("_", "-")] = spec.version
+    assert pins["torch"] == "2.13.0"
+    for name, spec in pip_side().items():
+        key = name.replace("_", "-")
+        assert key in pins, f"{name} has no exact pin in constraints.txt"
+        assert Version(pins[key]) in Requirement(f"x{spec}").specifier, f"{name}=={pins[key]} is outside {spec}"
+
+
+def test_makefile_installs_pinned_torch_first():
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.index("torch==2.13.0") < makefile.index("-c constraints.txt")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make workbook" in ci and "make test" in ci

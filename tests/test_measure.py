@@ -1,0 +1,89 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from toolkit import measure, models
+
+
+def test_counts_parameters_and_nonzeros():
+    layer = torch.nn.Linear(3, 2)  # 6 weights + 2 biases
+    assert measure.count_parameters(layer) == 8
+    with torch.no_grad():
+        layer.weight[0].zero_()
+        layer.bias.zero_()
+    assert measure.count_nonzero(layer) == 3
+
+
+def test_bytes_on_disk_is_the_size_of_a_written_file(tmp_path):
+    layer = torch.nn.Linear(256, 128)
+    path = tmp_path / "layer.safetensors"
+    size = measure.bytes_on_disk(layer, path)
+    assert path.stat().st_size == size
+    assert 4 * (256 * 128 + 128) < size < 4 * (256 * 128 + 128) + 1024  # data + a small header
+    half = measure.bytes_on_disk(models.cast(layer, torch.bfloat16))
+    assert half < size * 0.51
+    assert measure.bytes_by_dtype(layer) == {"float32": 4 * (256 * 128 + 128)}
+
+
+def test_hardware_line_names_threads_and_features():
+    hw = measure.hardware()
+    line = hw.line()
+    assert f"{torch.get_num_threads()} torch threads" in line and "features:" in line
+    assert set(hw.features) <= set(measure.CPU_FEATURES)
+
+
+class Constant(torch.nn.Module):
+    """A stand-in classifier that always predicts `label` after some real work."""
+
+    def __init__(self, label):
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 2)
+        self.label = label
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        logits = torch.zeros(input_ids.shape[0], 2)
+        logits[:, self.label] = 1.0
+        return SimpleNamespace(logits=logits + 0 * self.linear(torch.ones(1, 8)).sum())
+
+
+def test_accuracy_counts_correct_predictions(tokenizer, splits):
+    test = splits.test[:40]
+    positives = sum(e.label for e in test) / len(test)
+    assert measure.accuracy(Constant(1), tokenizer, test) == pytest.approx(positives)
+    assert measure.accuracy(Constant(0), tokenizer, test) == pytest.approx(1 - positives)
+    assert measure.predict(Constant(1), tokenizer, test).shape == (40, 2)
+    with pytest.raises(ValueError, match="examples"):
+        measure.accuracy(Constant(1), tokenizer, [])
+
+
+def test_latency_is_a_median_with_its_context(tokenizer, splits):
+    batch = measure.latency_batch(tokenizer, splits.test, 4)
+    result = measure.latency(Constant(1), batch, warmup=1, repeats=5)
+    assert result.p10_ms <= result.median_ms <= result.p90_ms
+    assert (result.batch_size, result.repeats, result.threads) == (4, 5, torch.get_num_threads())
+    assert "median" in str(result)
+    with pytest.raises(ValueError, match="repeats"):
+        measure.latency(Constant(1), batch, repeats=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        measure.latency_batch(tokenizer, splits.test[:3], 4)
+
+
+def test_every_minilm_parameter_has_a_group():
+    names = [f"bert.{n}" for n, _ in models.encoder().named_parameters()]
+    groups = {measure.parameter_group(n) for n in names}
+    assert groups == {"embeddings", "attention", "feed-forward", "layer norms", "pooler + classifier"}
+    assert measure.parameter_group("classifier.weight") == "pooler + classifier"
+    with pytest.raises(ValueError, match="parameter name"):
+        measure.parameter_group("decoder.weight")
+
+
+def test_breakdown_adds_up_and_embeddings_are_about_half():
+    model = models.encoder()
+    wrapped = torch.nn.Module()
+    wrapped.bert = model
+    breakdown = measure.parameter_breakdown(wrapped)
+    total = sum(row["parameters"] for row in breakdown.values())
+    assert total == measure.count_parameters(model)
+    assert sum(row["bytes"] for row in breakdown.values()) == 4 * total
+    assert 0.4 < breakdown["embeddings"]["parameters"] / total < 0.6

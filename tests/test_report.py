@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from toolkit import claims, report
+
+
+def make(technique, size, acc, b1, b64, chapter="01"):
+    return report.Result(technique=technique, chapter=chapter, bytes_on_disk=size, accuracy=acc,
+                         latency_ms_batch1=b1, latency_ms_batch64=b64, parameters=1000, hardware="test machine")
+
+
+def test_unknown_technique_lists_the_accepted_names():
+    with pytest.raises(ValueError, match="technique 'fp8-typo' is not known; accepted: .*bf16.*fp32"):
+        make("fp8-typo", 10, 0.9, 1, 1)
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match="accuracy"):
+        make("fp32", 10, 91.3, 1, 1)
+    with pytest.raises(ValueError, match="bytes_on_disk"):
+        make("fp32", 0, 0.9, 1, 1)
+    with pytest.raises(ValueError, match="technique name"):
+        report.register_technique("has space", "no")
+
+
+def test_register_technique_allows_new_rows(monkeypatch):
+    monkeypatch.setitem(report.TECHNIQUES, "int8-dynamic", "test")
+    assert make("int8-dynamic", 10, 0.9, 1, 1).technique == "int8-dynamic"
+
+
+def test_records_round_trip_and_table(tmp_path):
+    rows = [make("fp32", 4000, 0.92, 5.0, 400.0), make("bf16", 2000, 0.92, 4.0, 100.0)]
+    for row in rows:
+        path = report.record(row, tmp_path)
+        assert json.loads(path.read_text())["technique"] == row.technique
+    loaded = report.load_results(tmp_path)
+    assert [r.technique for r in loaded] == ["fp32", "bf16"]
+    assert loaded[1].bytes_on_disk == 2000
+    table = report.comparison_table(loaded)
+    assert "| 01 | bf16 | 0.0 | 2.00x | 4.0 | 100.0 | 4.00x | 1.00x | 92.0% | +0.0 pts |" in table
+    assert "| 01 | fp32 |" in table and "0.25x" in table
+    assert not list(tmp_path.rglob("*.tmp*")), "records are written atomically"
+
+
+def test_report_gathers_results_chart_and_claims(tmp_path):
+    results = tmp_path / "results"
+    report.record(make("fp32", 4000, 0.92, 5.0, 400.0), results)
+    report.record(make("fp16", 2000, 0.91, 5.0, 300.0), results)
+    claims.claim("fp16 halves the file", True, evidence="2000 vs 4000", chapter="01", smoke=False, results_dir=results)
+    out = report.write_report(results, tmp_path / "report.md", [{"notebook": "01_overview.ipynb", "status": "ok", "seconds": 30}])
+    text = out.read_text()
+    assert "| 01 | fp16 |" in text and "report_chart.png" in text
+    assert "| 01 | fp16 halves the file | holds | 2000 vs 4000 |" in text
+    assert "| 01_overview.ipynb | ok | 0.5 |" in text
+    assert (tmp_path / "report_chart.png").stat().st_size > 10_000
+
+
+def test_empty_report_says_so(tmp_path):
+    text = report.write_report(tmp_path / "results", tmp_path / "report.md").read_text()
+    assert "no results recorded yet" in text
