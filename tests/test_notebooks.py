@@ -79,3 +79,17 @@ def test_runner_executes_the_workbook_in_smoke_mode(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| 01 | bf16 (smoke) |" in text and (tmp_path / "report_chart.png").is_file()
     print(f"smoke workbook: {seconds:.0f} s")
+
+
+@pytest.mark.slow
+def test_a_failing_chapter_is_reported_not_hidden(tmp_path):
+    chapters = tmp_path / "notebooks"
+    chapters.mkdir()
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    params = nbformat.v4.new_code_cell("SMOKE = False")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('the chapter broke')")]
+    nbformat.write(nb, chapters / "01_broken.ipynb")
+    runs = runner.run_workbook(out_dir=tmp_path / "out", smoke=True, notebooks_dir=chapters)
+    assert runs[0].status.startswith("failed") and "the chapter broke" in runs[0].status
+    assert "| 01_broken.ipynb | failed" in (tmp_path / "out" / "report.md").read_text()

@@ -64,15 +64,30 @@ def run_workbook(
     timeout_s: int = 1800,
 ) -> list[ChapterRun]:
     """Execute the chosen chapters and write ``<out_dir>/report.md``; return one entry per chapter."""
-    import papermill
-
     out_dir = Path(out_dir).resolve()
     results_dir = Path(results_dir).resolve() if results_dir else out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
+    saved = {key: os.environ.get(key) for key in (runtime.RESULTS_ENV, runtime.SMOKE_ENV)}
     os.environ[runtime.RESULTS_ENV] = str(results_dir)  # inherited by every kernel
     os.environ[runtime.SMOKE_ENV] = "1" if smoke else "0"
+    try:
+        runs = _run_chapters(select(names or [], notebooks_dir), out_dir, results_dir, smoke, timeout_s)
+    finally:  # leave the caller's environment as it was
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    path = report.write_report(results_dir, out_dir / "report.md", [r.__dict__ for r in runs])
+    print(f"report: {path}")
+    return runs
+
+
+def _run_chapters(notebooks: list[Path], out_dir: Path, results_dir: Path, smoke: bool, timeout_s: int) -> list[ChapterRun]:
+    import papermill
+
     runs = []
-    for notebook in select(names or [], notebooks_dir):
+    for notebook in notebooks:
         chapter = notebook.stem.split("_")[0]
         claims.reset(chapter, results_dir)
         for stale in (results_dir / chapter).glob("*.json"):
@@ -97,8 +112,6 @@ def run_workbook(
         seconds = time.perf_counter() - start
         runs.append(ChapterRun(notebook.name, status, seconds, output))
         print(f"  {status} in {seconds:.0f} s -> {output}", flush=True)
-    path = report.write_report(results_dir, out_dir / "report.md", [r.__dict__ for r in runs])
-    print(f"report: {path}")
     return runs
 
 
