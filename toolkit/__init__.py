@@ -7,6 +7,7 @@ One module, one idea:
 - ``models``    MiniLM from its package, the cached fine-tuned sentiment classifier
 - ``train``     a short, readable fine-tuning loop
 - ``measure``   parameters, bytes on disk, latency, accuracy, the hardware line
+- ``quant``     quantization specs, quantize/dequantize, error metrics, bit packing
 - ``report``    one result record per technique, the comparison table and chart
 - ``claims``    a chapter's key statements, checked against its own measurements
 - ``exercises`` checks with hints; an untouched stub falls back to the reference
@@ -17,8 +18,8 @@ from toolkit import runtime
 
 runtime.quiet_third_party()  # before transformers/torchao are imported by the modules below
 
-from toolkit import claims, data, exercises, measure, models, report, train  # noqa: E402
+from toolkit import claims, data, exercises, measure, models, quant, report, train  # noqa: E402
 from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
 
-__all__ = ["claims", "data", "device", "exercises", "measure", "models", "report", "runtime", "setup", "smoke_mode", "train"]
+__all__ = ["claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train"]
 __version__ = "0.1.0"
