@@ -162,3 +162,11 @@ def test_bad_tensors_name_the_problem():
         quant.quantize(torch.tensor([1.0, float("nan")]), QuantSpec())
     with pytest.raises(ValueError, match="codes must lie in"):
         quant.pack(torch.tensor([9]), 4, -8)
+
+
+def test_given_qparams_must_match_the_granularity():
+    spec = QuantSpec(granularity="channel", axis=0)
+    with pytest.raises(ValueError, match="scale has 3 values but this granularity needs 1 or 2"):
+        quant.quantize(torch.randn(2, 8), spec, scale=torch.ones(3))
+    with pytest.raises(ValueError, match="zero_point was given without scale"):
+        quant.quantize(torch.randn(2, 8), spec, zero_point=0)

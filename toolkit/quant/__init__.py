@@ -4,14 +4,16 @@
 - ``affine``   quantize / dequantize / fake_quantize with scale and zero-point
 - ``error``    MSE, max error, SQNR in dB
 - ``packing``  b-bit codes packed into bytes, so file sizes are true sizes
+- ``observers`` calibration: min-max, moving average, percentile, MSE, histogram (KL)
 """
 
 from toolkit.quant.affine import QTensor, dequantize, fake_quantize, qparams_from_range, quantize
 from toolkit.quant.error import max_error, mse, sqnr_db
+from toolkit.quant.observers import OBSERVERS, make_observer
 from toolkit.quant.packing import pack, packed_bytes, unpack
 from toolkit.quant.spec import QuantSpec
 
 __all__ = [
-    "QTensor", "QuantSpec", "dequantize", "fake_quantize", "max_error", "mse", "pack", "packed_bytes",
+    "OBSERVERS", "QTensor", "QuantSpec", "make_observer", "dequantize", "fake_quantize", "max_error", "mse", "pack", "packed_bytes",
     "qparams_from_range", "quantize", "sqnr_db", "unpack",
 ]

@@ -99,6 +99,14 @@ def _round(v: torch.Tensor, spec: QuantSpec, generator: torch.Generator | None) 
     return torch.floor(v + noise)  # rounds up with probability equal to the fractional part
 
 
+def _per_row(value, n_rows: int, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """A given scale or zero-point as one value per row: (n_rows, 1)."""
+    value = torch.as_tensor(value).to(dtype).reshape(-1, 1)
+    if value.shape[0] not in (1, n_rows):
+        raise ValueError(f"{name} has {value.shape[0]} values but this granularity needs 1 or {n_rows}")
+    return value.expand(n_rows, 1)
+
+
 def quantize(
     x: torch.Tensor,
     spec: QuantSpec,
@@ -113,22 +121,20 @@ def quantize(
     """
     check_tensor(x)
     rows, restore, param_shape = as_rows(x.float(), spec)  # (n_rows, row_len)
-    if spec.binary:
-        if scale is None:
-            scale_rows = rows.abs().mean(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).eps)
-        else:
-            scale_rows = torch.as_tensor(scale, dtype=torch.float32).reshape(-1, 1).expand(rows.shape[0], 1)
-        codes = torch.where(rows >= 0, 1, -1).to(torch.int8)
+    if zero_point is not None and scale is None:
+        raise ValueError("zero_point was given without scale; pass both or neither")
+    if scale is not None:
+        scale_rows = _per_row(scale, rows.shape[0], "scale", torch.float32)
+        zero_rows = _per_row(0 if zero_point is None else zero_point, rows.shape[0], "zero_point", torch.int32)
+    elif spec.binary:
+        scale_rows = rows.abs().mean(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).eps)
         zero_rows = torch.zeros_like(scale_rows, dtype=torch.int32)
     else:
-        if scale is None:
-            scale_rows, zero_rows = qparams_from_range(rows.amin(dim=1, keepdim=True), rows.amax(dim=1, keepdim=True), spec)
-            if zero_point is not None:
-                raise ValueError("zero_point was given without scale; pass both or neither")
-        else:
-            scale_rows = torch.as_tensor(scale, dtype=torch.float32).reshape(-1, 1).expand(rows.shape[0], 1)
-            zp = 0 if zero_point is None else zero_point
-            zero_rows = torch.as_tensor(zp).to(torch.int32).reshape(-1, 1).expand(rows.shape[0], 1)
+        scale_rows, zero_rows = qparams_from_range(rows.amin(dim=1, keepdim=True), rows.amax(dim=1, keepdim=True), spec)
+    if spec.binary:
+        codes = torch.where(rows >= 0, 1, -1).to(torch.int8)
+        zero_rows = torch.zeros_like(zero_rows)
+    else:
         inv_scale = 1.0 / scale_rows
         codes = (_round(rows * inv_scale, spec, generator) + zero_rows).clamp(spec.qmin, spec.qmax)
         codes = codes.to(torch.int16 if spec.qmax > 127 else torch.int8)
