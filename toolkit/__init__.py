@@ -5,12 +5,14 @@ One module, one idea:
 - ``runtime``   seeds, device, folders, quiet logs (``setup()`` starts every chapter)
 - ``data``      the vendored sentiment sentences: checksums, stratified splits, batches
 - ``models``    MiniLM from its package, the cached fine-tuned sentiment classifier
+- ``activations`` record what modules output on real sentences (padding removed)
 - ``train``     a short, readable fine-tuning loop
 - ``measure``   parameters, bytes on disk, latency, accuracy, the hardware line
 - ``quant``     quantization specs, quantize/dequantize, error metrics, bit packing
 - ``report``    one result record per technique, the comparison table and chart
 - ``claims``    a chapter's key statements, checked against its own measurements
 - ``exercises`` checks with hints; an untouched stub falls back to the reference
+- ``widgets``   interactive explorers (logic testable without a browser)
 - ``runner``    runs every chapter with papermill and writes ``build/report.md``
 """
 
@@ -18,8 +20,8 @@ from toolkit import runtime
 
 runtime.quiet_third_party()  # before transformers/torchao are imported by the modules below
 
-from toolkit import claims, data, exercises, measure, models, quant, report, train  # noqa: E402
+from toolkit import activations, claims, data, exercises, measure, models, quant, report, train, widgets  # noqa: E402
 from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
 
-__all__ = ["claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train"]
+__all__ = ["activations", "claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train", "widgets"]
 __version__ = "0.1.0"

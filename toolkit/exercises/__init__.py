@@ -64,6 +64,10 @@ def _lookup(table: dict, name: str, what: str):
 
 
 def _same(got: Any, expected: Any, rel_tol: float) -> bool:
+    if isinstance(expected, (tuple, list)):
+        return isinstance(got, (tuple, list)) and len(got) == len(expected) and all(
+            _same(g, e, rel_tol) for g, e in zip(got, expected)
+        )
     if isinstance(expected, torch.Tensor):
         return isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.allclose(
             got.float(), expected.float(), rtol=rel_tol, atol=0.0 if rel_tol == 0 else 1e-12
@@ -123,4 +127,4 @@ def quiz(name: str, answer: str | None) -> bool:
 
 
 def _load_chapters() -> None:
-    from toolkit.exercises import ch01  # noqa: F401  (registers its exercises on import)
+    from toolkit.exercises import ch01, ch02  # noqa: F401  (registers their exercises on import)

@@ -4,6 +4,7 @@
 - ``affine``   quantize / dequantize / fake_quantize with scale and zero-point
 - ``error``    MSE, max error, SQNR in dB
 - ``packing``  b-bit codes packed into bytes, so file sizes are true sizes
+- ``storage``  packed codes + scales as stored bytes; packed model files
 - ``observers`` calibration: min-max, moving average, percentile, MSE, histogram (KL)
 """
 
@@ -12,6 +13,7 @@ from toolkit.quant.error import max_error, mse, sqnr_db
 from toolkit.quant.observers import OBSERVERS, make_observer
 from toolkit.quant.packing import pack, packed_bytes, unpack
 from toolkit.quant.spec import QuantSpec
+from toolkit.quant import storage  # noqa: E402  (packed tensors and files)
 
 __all__ = [
     "OBSERVERS", "QTensor", "QuantSpec", "make_observer", "dequantize", "fake_quantize", "max_error", "mse", "pack", "packed_bytes",

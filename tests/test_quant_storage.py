@@ -1,0 +1,39 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from toolkit import quant
+from toolkit.quant import QuantSpec
+from toolkit.quant.storage import pack_tensor, packed_file_bytes, stored_bytes, unpack_tensor
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("granularity", ["tensor", "channel", "group"])
+def test_pack_unpack_gives_the_fake_quantized_tensor(bits, granularity):
+    x = torch.randn(12, 64, generator=torch.Generator().manual_seed(bits))
+    spec = QuantSpec(bits=bits, symmetric=bits == 1 or bits % 2 == 0, granularity=granularity,
+                     group_size=16 if granularity == "group" else None)
+    stored = pack_tensor(x, spec)
+    assert stored["codes"].dtype == torch.uint8 and stored["codes"].numel() == -(-x.numel() * bits // 8)
+    assert torch.equal(unpack_tensor(stored, spec), quant.fake_quantize(x, spec))
+    predicted = stored_bytes(x, spec)
+    assert predicted["codes"] == stored["codes"].numel()
+    assert predicted["scales"] == stored["scale"].numel() * 4
+    assert predicted["zero_points"] == (stored["zero_point"].numel() * 2 if "zero_point" in stored else 0)
+
+
+def test_packed_file_holds_true_bytes_and_leaves_the_model_alone(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(256, 128), torch.nn.LayerNorm(128))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    spec = QuantSpec(bits=4, granularity="channel", axis=0)
+    size = packed_file_bytes(model, spec, tmp_path / "m.safetensors")
+    assert size == (tmp_path / "m.safetensors").stat().st_size
+    payload = 256 * 128 // 2 + 128 * 4 + (128 + 128 + 128) * 4  # codes, scales, bias + layer norm
+    assert payload < size < payload + 2048
+    tensors = load_file(tmp_path / "m.safetensors")
+    assert tensors["0.weight.codes"].dtype == torch.uint8 and "0.bias" in tensors
+    weight = unpack_tensor({k.split(".")[-1]: v for k, v in tensors.items() if k.startswith("0.weight.")}, spec)
+    assert torch.equal(weight, quant.fake_quantize(before["0.weight"], spec))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert packed_file_bytes(model, spec) == size  # temporary file, same bytes

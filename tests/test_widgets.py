@@ -1,0 +1,80 @@
+"""The quantization explorer, driven without a browser."""
+
+import statistics
+
+import matplotlib
+import pytest
+import torch
+
+from toolkit import models, quant
+from toolkit.widgets import QuantizationExplorer
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    encoder = models.encoder()
+    tensors = {
+        "ffn_in": encoder.encoder.layer[2].intermediate.dense.weight,  # (1536, 384), the largest choice in chapter 2
+        "acts": torch.randn(256, 1536, generator=torch.Generator().manual_seed(0)).clamp(min=-0.17) * 3,
+    }
+    ex = QuantizationExplorer(tensors, channel_axis={"acts": -1})
+    ex.update("ffn_in")  # first draw creates the figure
+    return ex
+
+
+SETTINGS = [
+    ("ffn_in", 8, True, "tensor", "minmax"),
+    ("ffn_in", 4, True, "channel", "minmax"),
+    ("ffn_in", 4, False, "channel", "mse"),
+    ("ffn_in", 2, True, "group", "minmax"),
+    ("ffn_in", 1, True, "channel", "minmax"),
+    ("acts", 4, False, "tensor", "histogram"),
+    ("acts", 4, False, "channel", "percentile"),
+    ("acts", 8, False, "tensor", "moving_average"),
+]
+
+
+def test_explorer_updates_in_under_half_a_second(explorer):
+    times = []
+    for setting in SETTINGS:
+        view = explorer.update(*setting)
+        times.append(view.seconds)
+    print("explorer update seconds:", [round(t, 3) for t in times])
+    assert statistics.median(times) < 0.5 and max(times) < 1.0, times
+
+
+def test_explorer_numbers_match_the_toolkit(explorer):
+    view = explorer.update("ffn_in", 4, True, "channel", "minmax")
+    w = explorer.tensors["ffn_in"]
+    spec = quant.QuantSpec(bits=4, granularity="channel", axis=0)
+    assert view.sqnr_db == pytest.approx(quant.sqnr_db(w, quant.fake_quantize(w, spec)))
+    assert view.bytes_packed == 1536 * 384 // 2 + 1536 * 4
+    assert len(explorer.figure.axes) == 2 and explorer.figure.axes[0].patches
+
+
+def test_incompatible_choices_are_explained_not_raised(explorer):
+    view = explorer.update("acts", 4, False, "channel", "histogram")
+    assert "not used" in view.note and view.observer == "minmax"
+    view = explorer.update("ffn_in", 2, True, "group", "mse")
+    assert "groups use min-max" in view.note
+
+
+def test_widget_reacts_to_its_controls(explorer):
+    panel = explorer.widget()
+    before = panel.metrics.value
+    panel.controls["bits"].value = 2
+    assert panel.metrics.value != before and "int2" in panel.metrics.value
+    panel.controls["granularity"].value = "group"
+    assert "per group of 32" in panel.metrics.value
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="must be 2-D"):
+        QuantizationExplorer({"x": torch.randn(3)})
+    with pytest.raises(ValueError, match="tensors is empty"):
+        QuantizationExplorer({})
+    ex = QuantizationExplorer({"x": torch.randn(4, 8)})
+    with pytest.raises(ValueError, match="label 'y' is not one of x"):
+        ex.compute("y")

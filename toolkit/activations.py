@@ -1,0 +1,62 @@
+"""Looking inside a model: record what chosen modules output on real sentences.
+
+Quantizing activations needs their real ranges, so we run sentences through the model
+with forward hooks on the modules of interest. The hooks are removed afterwards (the model
+is left as it was), and padding positions are dropped: a padded token's activation is not
+something the model ever uses, and it would distort every range and histogram.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from toolkit.data import Example, batches
+
+
+def module_names(model: torch.nn.Module, kind: type | tuple[type, ...] = torch.nn.Module) -> list[str]:
+    """Names of the sub-modules of ``model`` of a given type (for choosing what to record)."""
+    return [name for name, module in model.named_modules() if name and isinstance(module, kind)]
+
+
+def record_outputs(
+    model: torch.nn.Module,
+    names: Sequence[str],
+    tokenizer,
+    examples: Sequence[Example],
+    batch_size: int = 32,
+) -> dict[str, torch.Tensor]:
+    """Outputs of the named modules for every real token: {name: (n_tokens, features)}."""
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        sample = ", ".join(module_names(model)[:8])
+        raise ValueError(f"module names {unknown} are not in the model; names look like: {sample}, ...")
+    if len(examples) == 0:
+        raise ValueError("examples is empty: recording activations needs at least one sentence")
+    recorded: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    mask_holder: list[torch.Tensor] = []
+
+    def hook_for(name):
+        def hook(module, inputs, output):
+            output = output[0] if isinstance(output, tuple) else output  # (batch, seq, features)
+            keep = mask_holder[0].bool()  # (batch, seq)
+            recorded[name].append(output.detach().float()[keep].cpu())  # (real_tokens, features)
+
+        return hook
+
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in batches(tokenizer, examples, batch_size=batch_size):
+                mask_holder[:] = [batch["attention_mask"].to(dev)]
+                model(**{k: v.to(dev) for k, v in batch.items() if k != "labels"})
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {n: torch.cat(parts) for n, parts in recorded.items()}
