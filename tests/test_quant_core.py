@@ -138,7 +138,7 @@ def test_sqnr_gains_about_6_db_per_bit():
     "kwargs,match",
     [
         (dict(bits=0), "bits must be an integer from 1 to 8"),
-        (dict(bits=9), "bits must be an integer from 1 to 8"),
+        (dict(bits=9), "bits must be an integer from 1 to 8 \\(or 16"),
         (dict(granularity="row"), "granularity must be one of"),
         (dict(granularity="group"), "group_size must be a positive integer"),
         (dict(group_size=32), "group_size is only used with granularity='group'"),
@@ -170,3 +170,25 @@ def test_given_qparams_must_match_the_granularity():
         quant.quantize(torch.randn(2, 8), spec, scale=torch.ones(3))
     with pytest.raises(ValueError, match="zero_point was given without scale"):
         quant.quantize(torch.randn(2, 8), spec, zero_point=0)
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+def test_16_bit_float_specs_are_casts_for_comparison(fmt):
+    spec = QuantSpec(bits=16, float_format=fmt)
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    dtype = getattr(torch, fmt)
+    assert torch.equal(quant.fake_quantize(x, spec), x.to(dtype).float())
+    assert quant.sqnr_db(x, quant.fake_quantize(x, spec)) > quant.sqnr_db(x, quant.fake_quantize(x, QuantSpec(bits=8, granularity="channel")))
+    stored = quant.storage.pack_tensor(x, spec)
+    assert torch.equal(quant.storage.unpack_tensor(stored, spec), x.to(dtype).float())
+    assert quant.storage.stored_bytes(x, spec)["codes"] == 64 * 32 * 2
+    assert "cast" in spec.describe()
+
+
+def test_16_bit_float_specs_refuse_bad_combinations():
+    with pytest.raises(ValueError, match="float_format in float16, bfloat16"):
+        QuantSpec(bits=16)
+    with pytest.raises(ValueError, match="float_format in float16, bfloat16"):
+        QuantSpec(bits=8, float_format="bfloat16")
+    with pytest.raises(ValueError, match="no scales"):
+        QuantSpec(bits=16, float_format="float16", granularity="channel")

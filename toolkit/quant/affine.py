@@ -120,6 +120,9 @@ def quantize(
     (each tensor, channel or group); pass them (e.g. from an observer) to clip.
     """
     check_tensor(x)
+    if spec.is_float:  # a 16-bit float cast: the "codes" are the 16-bit values themselves
+        one = torch.ones(())
+        return QTensor(codes=x.to(spec.torch_dtype), scale=one, zero_point=torch.zeros((), dtype=torch.int32), spec=spec)
     rows, restore, param_shape = as_rows(x.float(), spec)  # (n_rows, row_len)
     if zero_point is not None and scale is None:
         raise ValueError("zero_point was given without scale; pass both or neither")
@@ -148,6 +151,8 @@ def quantize(
 
 def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Real values again: x_hat = (q - z) * s (binary: x_hat = q * s)."""
+    if q.spec.is_float:
+        return q.codes.to(dtype)
     rows, restore, _ = as_rows(q.codes, q.spec)  # (n_rows, row_len)
     scale = q.scale.reshape(-1, 1).float()
     zero_point = q.zero_point.reshape(-1, 1).float()

@@ -10,6 +10,9 @@ A ``QuantSpec`` answers five questions:
 - **rounding**: to nearest (ties to even, like ``torch.round``) or stochastic.
 - **restricted range**: signed codes in [-(2^(b-1) - 1), 2^(b-1) - 1] instead of
   [-2^(b-1), 2^(b-1) - 1], so that the range is symmetric ([-127, 127] for 8 bits).
+
+For comparison, ``QuantSpec(bits=16, float_format="bfloat16")`` (or ``"float16"``) describes
+a plain 16-bit float cast: no scale, no zero-point, per tensor.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 GRANULARITIES = ("tensor", "channel", "group")
+FLOAT_FORMATS = ("float16", "bfloat16")
 ROUNDINGS = ("nearest", "stochastic")
 
 
@@ -30,10 +34,20 @@ class QuantSpec:
     group_size: int | None = None  # values per group along the last dim for granularity="group"
     rounding: str = "nearest"
     restricted_range: bool = False
+    float_format: str | None = None  # "float16" or "bfloat16" with bits=16: a cast, for comparison
 
     def __post_init__(self):
+        if self.float_format is not None or self.bits == 16:
+            if self.float_format not in FLOAT_FORMATS or self.bits != 16:
+                raise ValueError(
+                    f"16-bit float specs need bits=16 and float_format in {', '.join(FLOAT_FORMATS)}; "
+                    f"got bits={self.bits!r}, float_format={self.float_format!r}"
+                )
+            if self.granularity != "tensor":
+                raise ValueError("a 16-bit float cast has no scales: use granularity='tensor'")
+            return
         if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 1 <= self.bits <= 8:
-            raise ValueError(f"bits must be an integer from 1 to 8; got {self.bits!r}")
+            raise ValueError(f"bits must be an integer from 1 to 8 (or 16 with float_format); got {self.bits!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {self.granularity!r}")
         if self.rounding not in ROUNDINGS:
@@ -53,6 +67,17 @@ class QuantSpec:
     @property
     def binary(self) -> bool:
         return self.bits == 1
+
+    @property
+    def is_float(self) -> bool:
+        """A 16-bit float cast rather than integer codes."""
+        return self.float_format is not None
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.float_format) if self.is_float else None
 
     @property
     def qmin(self) -> int:
@@ -80,6 +105,8 @@ class QuantSpec:
         return replace(self, **changes)
 
     def describe(self) -> str:
+        if self.is_float:
+            return f"{self.float_format} cast (16 bits, no scale)"
         kind = "binary" if self.binary else f"int{self.bits}" if self.signed else f"uint{self.bits}"
         where = {"tensor": "per tensor", "channel": f"per channel (axis {self.axis})", "group": f"per group of {self.group_size}"}[self.granularity]
         mode = "symmetric" if self.symmetric else "asymmetric"

@@ -32,6 +32,8 @@ from toolkit.quant.spec import QuantSpec
 
 def pack_tensor(x: torch.Tensor, spec: QuantSpec, scale_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Quantize ``x`` and return the tensors that store it: codes (packed), scale, zero_point."""
+    if spec.is_float:
+        return {"values": x.to(spec.torch_dtype), "shape": torch.tensor(list(x.shape), dtype=torch.int64)}
     q = quantize(x, spec)
     stored = {
         "codes": pack(q.codes, spec.bits, spec.qmin),  # (ceil(n * bits / 8),) uint8
@@ -46,6 +48,8 @@ def pack_tensor(x: torch.Tensor, spec: QuantSpec, scale_dtype: torch.dtype = tor
 def unpack_tensor(stored: dict[str, torch.Tensor], spec: QuantSpec, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Inverse of ``pack_tensor``: the dequantized tensor."""
     shape = torch.Size(stored["shape"].tolist())
+    if spec.is_float:
+        return stored["values"].to(dtype).reshape(shape)
     codes = unpack(stored["codes"], spec.bits, spec.qmin, shape.numel()).reshape(shape)
     zero_point = stored.get("zero_point", torch.zeros_like(stored["scale"], dtype=torch.int32))
     return dequantize(QTensor(codes, stored["scale"].float(), zero_point.to(torch.int32), spec), dtype)
@@ -53,6 +57,8 @@ def unpack_tensor(stored: dict[str, torch.Tensor], spec: QuantSpec, dtype: torch
 
 def stored_bytes(x: torch.Tensor, spec: QuantSpec, scale_bytes: int = 4) -> dict[str, int]:
     """Predicted bytes of a packed tensor, split into codes, scales and zero-points."""
+    if spec.is_float:
+        return {"codes": x.numel() * 2, "scales": 0, "zero_points": 0}
     _, _, param_shape = as_rows(x, spec)
     rows = math.prod(param_shape)  # one scale per tensor, channel or group (prod(()) = 1)
     return {
