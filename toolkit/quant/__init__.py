@@ -6,6 +6,9 @@
 - ``packing``  b-bit codes packed into bytes, so file sizes are true sizes
 - ``storage``  packed codes + scales as stored bytes; packed model files
 - ``observers`` calibration: min-max, moving average, percentile, MSE, histogram (KL)
+- ``modules``  QuantLinear / QuantEmbedding: layers that hold packed codes
+- ``ptq``      quantize_weights: a copy of a model with its layers swapped
+- ``fileformat`` save_quantized / load_quantized: one safetensors file, checked on load
 """
 
 from toolkit.quant.affine import QTensor, dequantize, fake_quantize, qparams_from_range, quantize
@@ -13,9 +16,11 @@ from toolkit.quant.error import max_error, mse, sqnr_db
 from toolkit.quant.observers import OBSERVERS, make_observer
 from toolkit.quant.packing import pack, packed_bytes, unpack
 from toolkit.quant.spec import QuantSpec
-from toolkit.quant import storage  # noqa: E402  (packed tensors and files)
+from toolkit.quant import fileformat, modules, ptq, storage  # noqa: E402,F401
+from toolkit.quant.fileformat import load_quantized, save_quantized  # noqa: E402
+from toolkit.quant.ptq import quantize_weights  # noqa: E402
 
 __all__ = [
     "OBSERVERS", "QTensor", "QuantSpec", "make_observer", "dequantize", "fake_quantize", "max_error", "mse", "pack", "packed_bytes",
-    "qparams_from_range", "quantize", "sqnr_db", "unpack",
+    "load_quantized", "qparams_from_range", "quantize", "quantize_weights", "save_quantized", "sqnr_db", "unpack",
 ]

@@ -1,0 +1,103 @@
+"""Model-level weight PTQ and the packed file format, on the real (smoke) classifier."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from toolkit import measure, models, quant
+from toolkit.quant import QuantSpec
+from toolkit.quant.fileformat import QuantizedFileError
+from toolkit.quant.modules import QuantEmbedding, QuantLinear
+
+INT4 = QuantSpec(bits=4, granularity="group", group_size=32)
+INT8_ROWS = QuantSpec(bits=8, granularity="channel", axis=0)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return models.sentiment_classifier(smoke=True, progress=False)
+
+
+@pytest.mark.parametrize("spec", [INT4, INT8_ROWS, QuantSpec(bits=2, symmetric=False, granularity="group", group_size=32), QuantSpec(bits=1, granularity="channel")])
+def test_quant_linear_computes_with_the_fake_quantized_weight(spec):
+    linear = torch.nn.Linear(64, 48)
+    layer = QuantLinear.from_float(linear, spec)
+    x = torch.randn(5, 7, 64)
+    expected = torch.nn.functional.linear(x, quant.fake_quantize(linear.weight.detach(), spec), linear.bias)
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+    assert layer.weight_q.codes.numel() == 64 * 48 * spec.bits // 8
+
+
+@pytest.mark.parametrize("spec", [INT8_ROWS, QuantSpec(bits=4, granularity="group", group_size=16), QuantSpec(bits=8)])
+def test_quant_embedding_reads_only_what_it_needs_and_matches(spec):
+    table = torch.nn.Embedding(100, 32)
+    layer = QuantEmbedding.from_float(table, spec)
+    ids = torch.tensor([[3, 99, 0], [42, 42, 7]])
+    expected = quant.fake_quantize(table.weight.detach(), spec)[ids]
+    assert torch.allclose(layer(ids), expected, atol=1e-6)
+
+
+def test_quantize_weights_copies_and_swaps_the_chosen_layers(classifier):
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    q = quant.quantize_weights(classifier, INT4, INT8_ROWS)
+    layers = quant.ptq.quantized_layers(q)
+    assert sum(kind == "linear" for kind, _ in layers.values()) == 37  # 36 encoder layers + pooler
+    assert sum(kind == "embedding" for kind, _ in layers.values()) == 3
+    assert isinstance(q.classifier, torch.nn.Linear), "the head stays in float by default"
+    for key, value in classifier.state_dict().items():
+        assert torch.equal(value, before[key]), "the model passed in is not changed"
+    only = quant.quantize_weights(classifier, INT4, modules=["bert.encoder.layer.0.attention.self.query"])
+    assert list(quant.ptq.quantized_layers(only)) == ["bert.encoder.layer.0.attention.self.query"]
+
+
+def test_bad_arguments_name_what_is_wrong(classifier):
+    with pytest.raises(ValueError, match=r"module names \['bert.nope'\] are not Linear or Embedding layers"):
+        quant.quantize_weights(classifier, INT4, modules=["bert.nope"])
+    with pytest.raises(ValueError, match="nothing would be quantized"):
+        quant.quantize_weights(classifier)
+    with pytest.raises(ValueError, match="linear_spec must be an integer QuantSpec"):
+        quant.quantize_weights(classifier, QuantSpec(bits=16, float_format="bfloat16"))
+    with pytest.raises(TypeError, match="needs an nn.Linear"):
+        QuantLinear.from_float(torch.nn.Embedding(3, 4), INT4)
+
+
+def test_save_load_round_trip_is_exact_and_small(classifier, tokenizer, splits, tmp_path):
+    q = quant.quantize_weights(classifier, INT4, INT8_ROWS)
+    path = tmp_path / "int4.safetensors"
+    size = quant.save_quantized(q, path)
+    assert size == path.stat().st_size and size < 20_000_000
+    assert not list(tmp_path.glob(".*tmp*")), "written atomically"
+    reloaded = quant.load_quantized(path)
+    test = splits.test[:48]
+    assert torch.equal(measure.predict(q, tokenizer, test), measure.predict(reloaded, tokenizer, test))
+    with safe_open(str(path), framework="pt") as handle:
+        layers = json.loads(handle.metadata()["layers"])
+    assert layers["bert.embeddings.word_embeddings"]["kind"] == "embedding"
+
+
+def test_corrupted_or_foreign_files_are_refused(classifier, tmp_path):
+    q = quant.quantize_weights(classifier, INT4)
+    path = tmp_path / "q.safetensors"
+    quant.save_quantized(q, path)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+
+    tampered = dict(tensors)
+    tampered["classifier.bias"] = tampered["classifier.bias"] + 1
+    save_file(tampered, str(tmp_path / "tampered.safetensors"), metadata=metadata)
+    with pytest.raises(QuantizedFileError, match="do not match the sha256"):
+        quant.load_quantized(tmp_path / "tampered.safetensors")
+
+    save_file(tensors, str(tmp_path / "v9.safetensors"), metadata={**metadata, "format_version": "9"})
+    with pytest.raises(QuantizedFileError, match="format version '9'; this toolkit reads version 1"):
+        quant.load_quantized(tmp_path / "v9.safetensors")
+
+    save_file(tensors, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(QuantizedFileError, match="is not a compression-workbook/quantized file"):
+        quant.load_quantized(tmp_path / "plain.safetensors")
+    with pytest.raises(FileNotFoundError, match="no quantized model file"):
+        quant.load_quantized(tmp_path / "missing.safetensors")

@@ -1,0 +1,105 @@
+"""The workbook's quantized file: packed integer codes in safetensors, loadable into transformers.
+
+One ``.safetensors`` file holds everything:
+
+- tensors: for each quantized layer ``<name>.weight_q.codes`` (uint8, packed),
+  ``.scale`` (float32) and ``.zero_point`` (int16); every other tensor as it was;
+- metadata (strings): ``format`` and ``format_version``; ``config``, the model's transformers
+  config as JSON; ``layers``, {name: {"kind", "spec"}} as JSON; ``sha256``, a hash of all
+  tensor bytes in name order.
+
+``load_quantized`` checks the format, the version and the hash (a mismatch is an error that
+says which), rebuilds the transformers model from its config, swaps in empty quantized
+layers and loads the tensors strictly, so a file either loads completely or not at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from toolkit.quant.modules import QuantEmbedding, QuantLinear
+from toolkit.quant.ptq import _parent, quantized_layers
+from toolkit.quant.spec import QuantSpec
+
+FORMAT = "compression-workbook/quantized"
+FORMAT_VERSION = "1"
+
+
+class QuantizedFileError(ValueError):
+    """A quantized file has another format or version, or its contents do not match its hash."""
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().view(torch.uint8).reshape(-1).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_quantized(model: torch.nn.Module, path: str | os.PathLike) -> int:
+    """Write ``model`` (with quantized layers) to ``path`` atomically; return the file's bytes."""
+    if not hasattr(model, "config"):
+        raise TypeError("save_quantized needs a transformers model (with a .config) so that it can be rebuilt")
+    path = Path(path)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    layers = {name: {"kind": kind, "spec": dataclasses.asdict(spec)} for name, (kind, spec) in quantized_layers(model).items()}
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_json_string(use_diff=False),
+        "layers": json.dumps(layers, sort_keys=True),
+        "sha256": tensors_sha256(tensors),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path.stat().st_size
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no quantized model file at {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise QuantizedFileError(f"{path} is not a {FORMAT} file (format={metadata.get('format')!r})")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise QuantizedFileError(
+            f"{path} has format version {metadata.get('format_version')!r}; this toolkit reads version {FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def load_quantized(path: str | os.PathLike) -> torch.nn.Module:
+    """Rebuild the quantized transformers model saved in ``path`` (eval mode, CPU)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    metadata = read_metadata(path)
+    tensors = load_file(str(path))
+    if tensors_sha256(tensors) != metadata.get("sha256"):
+        raise QuantizedFileError(f"{path}: tensor contents do not match the sha256 in its metadata (file changed or corrupted)")
+    config_dict = json.loads(metadata["config"])
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    model = AutoModelForSequenceClassification.from_config(config)
+    for name, layer in json.loads(metadata["layers"]).items():
+        spec = QuantSpec(**layer["spec"])
+        parent, child = _parent(model, name)
+        float_module = getattr(parent, child)
+        if layer["kind"] == "linear":
+            shell = QuantLinear(float_module.in_features, float_module.out_features, float_module.bias is not None, spec)
+        else:
+            shell = QuantEmbedding(float_module.num_embeddings, float_module.embedding_dim, spec, float_module.padding_idx)
+        setattr(parent, child, shell)
+    model.load_state_dict(tensors, strict=True)
+    return model.eval()

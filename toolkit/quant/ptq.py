@@ -1,0 +1,83 @@
+"""Post-training quantization of a whole model's weights: swap layers for packed ones.
+
+``quantize_weights(model, linear_spec, embedding_spec)`` returns a **copy** of ``model`` in
+which every chosen ``nn.Linear`` becomes a ``QuantLinear`` and every ``nn.Embedding`` a
+``QuantEmbedding``. The model you pass in is not changed. By default the classification
+head stays in float: it is tiny (768 weights here) and sits right before the decision.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+
+from toolkit.quant.modules import QuantEmbedding, QuantLinear
+from toolkit.quant.spec import QuantSpec
+
+DEFAULT_SKIP = ("classifier",)
+
+
+def _parent(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    parent_name, _, child = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), child
+
+
+def quantizable(model: torch.nn.Module) -> dict[str, str]:
+    """{module name: "linear" or "embedding"} for every layer ``quantize_weights`` can swap."""
+    kinds = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            kinds[name] = "linear"
+        elif isinstance(module, torch.nn.Embedding):
+            kinds[name] = "embedding"
+    return kinds
+
+
+def quantize_weights(
+    model: torch.nn.Module,
+    linear_spec: QuantSpec | None = None,
+    embedding_spec: QuantSpec | None = None,
+    modules: Iterable[str] | None = None,
+    skip: Iterable[str] = DEFAULT_SKIP,
+) -> torch.nn.Module:
+    """A copy of ``model`` with weights quantized (weight-only PTQ; no calibration needed).
+
+    ``modules`` limits the swap to these names (default: every Linear and Embedding);
+    ``skip`` names modules to keep in float (default: the classifier head).
+    """
+    if linear_spec is None and embedding_spec is None:
+        raise ValueError("give linear_spec, embedding_spec or both: nothing would be quantized")
+    for name, spec in (("linear_spec", linear_spec), ("embedding_spec", embedding_spec)):
+        if spec is not None and (not isinstance(spec, QuantSpec) or spec.is_float):
+            raise ValueError(f"{name} must be an integer QuantSpec (bits 1-8); got {spec!r}")
+    kinds = quantizable(model)
+    chosen = list(kinds) if modules is None else list(modules)
+    unknown = [n for n in chosen if n not in kinds]
+    if unknown:
+        raise ValueError(f"module names {unknown} are not Linear or Embedding layers of the model; "
+                         f"accepted names look like: {', '.join(list(kinds)[:6])}, ...")
+    skip = set(skip)
+    result = copy.deepcopy(model)
+    for name in chosen:
+        if name in skip:
+            continue
+        parent, child = _parent(result, name)
+        module = getattr(parent, child)
+        if kinds[name] == "linear" and linear_spec is not None:
+            setattr(parent, child, QuantLinear.from_float(module, linear_spec))
+        elif kinds[name] == "embedding" and embedding_spec is not None:
+            setattr(parent, child, QuantEmbedding.from_float(module, embedding_spec))
+    return result.eval()
+
+
+def quantized_layers(model: torch.nn.Module) -> dict[str, tuple[str, QuantSpec]]:
+    """{name: (kind, spec)} of the quantized layers of a model."""
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear):
+            found[name] = ("linear", module.spec)
+        elif isinstance(module, QuantEmbedding):
+            found[name] = ("embedding", module.spec)
+    return found
