@@ -87,3 +87,17 @@ def test_breakdown_adds_up_and_embeddings_are_about_half():
     assert total == measure.count_parameters(model)
     assert sum(row["bytes"] for row in breakdown.values()) == 4 * total
     assert 0.4 < breakdown["embeddings"]["parameters"] / total < 0.6
+
+
+def test_quantized_layers_still_count_their_parameters():
+    import warnings
+
+    from toolkit import quant
+
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    q = quant.ptq.quantize_weights(model, quant.QuantSpec(bits=8, granularity="channel"), skip=())
+    assert measure.count_parameters(q) == measure.count_parameters(model) == 16 * 8 + 8 + 8 * 4 + 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = quant.backends.to_torch_dynamic(q)
+    assert measure.count_parameters(fast) == measure.count_parameters(model)

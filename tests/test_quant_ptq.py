@@ -101,3 +101,45 @@ def test_corrupted_or_foreign_files_are_refused(classifier, tmp_path):
         quant.load_quantized(tmp_path / "plain.safetensors")
     with pytest.raises(FileNotFoundError, match="no quantized model file"):
         quant.load_quantized(tmp_path / "missing.safetensors")
+
+
+def test_symmetric_layers_store_no_zero_points_and_asymmetric_ones_do():
+    linear = torch.nn.Linear(32, 8)
+    assert QuantLinear.from_float(linear, INT4).weight_q.zero_point is None
+    asym = QuantLinear.from_float(linear, QuantSpec(bits=4, symmetric=False, granularity="group", group_size=16))
+    assert asym.weight_q.zero_point.shape == (8, 2)
+    assert "weight_q.zero_point" in asym.state_dict() and "weight_q.zero_point" not in QuantLinear.from_float(linear, INT4).state_dict()
+
+
+def test_static_activation_quantization_is_calibrated_saved_and_reloaded(classifier, tokenizer, splits, tmp_path):
+    spec_in = QuantSpec(bits=8, symmetric=False)
+    q = quant.quantize_weights(classifier, INT8_ROWS, input_spec=spec_in)
+    with pytest.raises(ValueError, match="examples is empty"):
+        quant.ptq.calibrate_(q, tokenizer, [])
+    quant.ptq.calibrate_(q, tokenizer, splits.train[:8], observer="minmax")
+    layer = q.bert.encoder.layer[0].intermediate.dense
+    assert float(layer.input_scale) != 1.0 and layer.input_spec == spec_in
+    quant.save_quantized(q, tmp_path / "static.safetensors")
+    reloaded = quant.load_quantized(tmp_path / "static.safetensors")
+    assert torch.equal(reloaded.bert.encoder.layer[0].intermediate.dense.input_scale, layer.input_scale)
+    assert torch.equal(measure.predict(q, tokenizer, splits.test[:16]), measure.predict(reloaded, tokenizer, splits.test[:16]))
+    with pytest.raises(ValueError, match="no statically quantized layers"):
+        quant.ptq.calibrate_(quant.quantize_weights(classifier, INT8_ROWS), tokenizer, splits.train[:4])
+
+
+def test_backends_run_our_codes_and_refuse_what_they_cannot(classifier, tokenizer, splits):
+    import warnings
+
+    q8 = quant.quantize_weights(classifier, INT8_ROWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = quant.backends.to_torch_dynamic(q8)
+    agree = measure.agreement(q8, fast, tokenizer, splits.test[:32])
+    assert agree["same_prediction"] >= 0.95  # int8 activations on the fly: close, not identical
+    with pytest.raises(ValueError, match="backend 'torch-dynamic' runs int8 symmetric weights.*cannot run int4"):
+        quant.backends.to_torch_dynamic(quant.quantize_weights(classifier, INT4))
+    with pytest.raises(ValueError, match="backend 'tpu' is not known"):
+        quant.backends.check_backend(INT8_ROWS, "tpu")
+    floats = quant.backends.dequantize_model(q8)
+    assert not quant.ptq.quantized_layers(floats)
+    assert torch.allclose(measure.predict(floats, tokenizer, splits.test[:8]), measure.predict(q8, tokenizer, splits.test[:8]), atol=1e-4)

@@ -59,3 +59,11 @@ def test_report_gathers_results_chart_and_claims(tmp_path):
 def test_empty_report_says_so(tmp_path):
     text = report.write_report(tmp_path / "results", tmp_path / "report.md").read_text()
     assert "no results recorded yet" in text
+
+
+def test_records_carry_their_description_so_the_report_knows_chapter_techniques(tmp_path, monkeypatch):
+    monkeypatch.setitem(report.TECHNIQUES, "w4-test", "int4 test technique")
+    report.record(make("w4-test", 10, 0.9, 1, 1), tmp_path)
+    monkeypatch.delitem(report.TECHNIQUES, "w4-test")  # as in a fresh process that never ran the chapter
+    (loaded,) = report.load_results(tmp_path)
+    assert loaded.technique == "w4-test" and loaded.description == "int4 test technique"

@@ -32,8 +32,20 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "av
 
 # ----------------------------------------------------------------------------- counts
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters (shared tensors counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Number of parameters (shared tensors counted once), quantized weights included.
+
+    Quantized layers keep their weights outside ``parameters()``: the toolkit's as packed
+    codes (``weight_q``), torch's dynamic int8 Linear inside packed params. Both are counted.
+    """
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    for module in model.modules():
+        if hasattr(module, "weight_q"):  # toolkit QuantLinear / QuantEmbedding
+            total += module.weight_q.shape.numel()
+        elif type(module).__module__.startswith("torch.ao.nn.quantized"):
+            weight = module.weight() if callable(getattr(module, "weight", None)) else None
+            bias = module.bias() if callable(getattr(module, "bias", None)) else None
+            total += (weight.numel() if weight is not None else 0) + (bias.numel() if bias is not None else 0)
+    return total
 
 
 def count_nonzero(model: torch.nn.Module) -> int:
@@ -261,3 +273,13 @@ def parameter_breakdown(model: torch.nn.Module) -> dict[str, dict[str, int]]:
         row["parameters"] += tensor.numel()
         row["bytes"] += tensor.numel() * tensor.element_size()
     return table
+
+
+def agreement(model_a: torch.nn.Module, model_b: torch.nn.Module, tokenizer, examples: Sequence[Example]) -> dict[str, float]:
+    """How closely two models answer: largest logit difference and share of equal predictions."""
+    logits_a = predict(model_a, tokenizer, examples)  # (n, n_labels)
+    logits_b = predict(model_b, tokenizer, examples)
+    return {
+        "max_logit_diff": float((logits_a - logits_b).abs().max()),
+        "same_prediction": float((logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean()),
+    }

@@ -59,9 +59,11 @@ class Result:
     hardware: str = ""
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    description: str = ""  # filled from TECHNIQUES; lets the report register chapter-defined names
 
     def __post_init__(self):
         check_technique(self.technique)
+        self.description = self.description or TECHNIQUES[self.technique]
         if not 0 <= self.accuracy <= 1:
             raise ValueError(f"accuracy must be a fraction in [0, 1]; got {self.accuracy!r}")
         if self.bytes_on_disk <= 0:
@@ -96,6 +98,8 @@ def load_results(results_dir: Path | None = None) -> list[Result]:
         if path.parent.name == "claims":
             continue
         payload = json.loads(path.read_text())
+        if payload.get("technique") not in TECHNIQUES and payload.get("description"):
+            register_technique(payload["technique"], payload["description"])  # defined by the chapter that recorded it
         results.append(Result(**{k: v for k, v in payload.items() if k in names}))
     return results
 
@@ -204,6 +208,16 @@ def write_report(
     return out_path
 
 
+def _nonzero_or_none(model) -> int | None:
+    """Non-zero count of float parameters; None when a library's tensor type cannot count them."""
+    from toolkit import measure as m
+
+    try:
+        return m.count_nonzero(model)
+    except (NotImplementedError, RuntimeError, TypeError):
+        return None
+
+
 def measure(
     technique: str,
     model,
@@ -216,10 +230,12 @@ def measure(
     big_batch: int = 64,
     file: Path | None = None,
     notes: str = "",
+    saved_file: Path | None = None,
 ) -> Result:
     """Measure one technique the workbook's way and return its ``Result`` (not yet recorded).
 
-    Size: bytes of the safetensors file written to ``file`` (a temporary file if None).
+    Size: bytes of the safetensors file written to ``file`` (a temporary file if None), or,
+    with ``saved_file``, the size of that already written file (for formats of their own).
     Latency: median of ``repeats`` timed calls at batch 1, and of ``max(3, repeats // 3)``
     calls at ``big_batch`` (both after 3 warm-up calls), on the first test sentences.
     Accuracy: on every example of ``test``.
@@ -227,7 +243,12 @@ def measure(
     from toolkit import measure as m
 
     check_technique(technique)
-    size = m.bytes_on_disk(model, file)
+    if saved_file is not None:
+        if not Path(saved_file).is_file():
+            raise FileNotFoundError(f"saved_file {saved_file} does not exist: save the model before measuring it")
+        size = Path(saved_file).stat().st_size
+    else:
+        size = m.bytes_on_disk(model, file)
     one = m.latency(model, m.latency_batch(tokenizer, test, 1), repeats=repeats)
     many = m.latency(model, m.latency_batch(tokenizer, test, big_batch), repeats=max(3, repeats // 3))
     return Result(
@@ -238,7 +259,7 @@ def measure(
         latency_ms_batch1=one.median_ms,
         latency_ms_batch64=many.median_ms,
         parameters=m.count_parameters(model),
-        nonzero=m.count_nonzero(model),
+        nonzero=_nonzero_or_none(model),
         smoke=smoke,
         hardware=m.hardware().line(),
         notes=notes,

@@ -9,6 +9,7 @@
 - ``modules``  QuantLinear / QuantEmbedding: layers that hold packed codes
 - ``ptq``      quantize_weights: a copy of a model with its layers swapped
 - ``fileformat`` save_quantized / load_quantized: one safetensors file, checked on load
+- ``backends`` run stored int8 codes on torch's / torchao's int8 kernels
 """
 
 from toolkit.quant.affine import QTensor, dequantize, fake_quantize, qparams_from_range, quantize
@@ -16,7 +17,7 @@ from toolkit.quant.error import max_error, mse, sqnr_db
 from toolkit.quant.observers import OBSERVERS, make_observer
 from toolkit.quant.packing import pack, packed_bytes, unpack
 from toolkit.quant.spec import QuantSpec
-from toolkit.quant import fileformat, modules, ptq, storage  # noqa: E402,F401
+from toolkit.quant import backends, fileformat, modules, ptq, storage  # noqa: E402,F401
 from toolkit.quant.fileformat import load_quantized, save_quantized  # noqa: E402
 from toolkit.quant.ptq import quantize_weights  # noqa: E402
 

@@ -41,7 +41,7 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode())
-        digest.update(tensors[name].contiguous().view(torch.uint8).reshape(-1).numpy().tobytes())
+        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d tensors too
     return digest.hexdigest()
 
 
@@ -51,7 +51,11 @@ def save_quantized(model: torch.nn.Module, path: str | os.PathLike) -> int:
         raise TypeError("save_quantized needs a transformers model (with a .config) so that it can be rebuilt")
     path = Path(path)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    layers = {name: {"kind": kind, "spec": dataclasses.asdict(spec)} for name, (kind, spec) in quantized_layers(model).items()}
+    layers = {}
+    for name, (kind, spec) in quantized_layers(model).items():
+        input_spec = getattr(model.get_submodule(name), "input_spec", None)
+        layers[name] = {"kind": kind, "spec": dataclasses.asdict(spec),
+                        "input_spec": dataclasses.asdict(input_spec) if input_spec is not None else None}
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -97,7 +101,8 @@ def load_quantized(path: str | os.PathLike) -> torch.nn.Module:
         parent, child = _parent(model, name)
         float_module = getattr(parent, child)
         if layer["kind"] == "linear":
-            shell = QuantLinear(float_module.in_features, float_module.out_features, float_module.bias is not None, spec)
+            input_spec = QuantSpec(**layer["input_spec"]) if layer.get("input_spec") else None
+            shell = QuantLinear(float_module.in_features, float_module.out_features, float_module.bias is not None, spec, input_spec)
         else:
             shell = QuantEmbedding(float_module.num_embeddings, float_module.embedding_dim, spec, float_module.padding_idx)
         setattr(parent, child, shell)

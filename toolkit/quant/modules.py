@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from toolkit.quant.affine import QTensor, as_rows, dequantize, quantize
+from toolkit.quant.affine import QTensor, as_rows, dequantize, fake_quantize, quantize
 from toolkit.quant.packing import pack, packed_bytes, unpack
 from toolkit.quant.spec import QuantSpec
 
@@ -34,13 +34,21 @@ class _PackedWeight(torch.nn.Module):
         # Buffers of the right sizes, so that a saved state_dict loads into an empty layer.
         self.register_buffer("codes", torch.zeros(packed_bytes(self.shape.numel(), spec.bits), dtype=torch.uint8))
         self.register_buffer("scale", torch.ones(param_shape))
-        self.register_buffer("zero_point", torch.zeros(param_shape, dtype=torch.int16))
+        # Symmetric grids have zero_point = 0 everywhere: nothing to store.
+        self.register_buffer("zero_point", None if spec.symmetric else torch.zeros(param_shape, dtype=torch.int16))
 
     def set_from(self, weight: torch.Tensor) -> None:
         q = quantize(weight.detach().float(), self.spec)
         self.codes = pack(q.codes, self.spec.bits, self.spec.qmin)  # (ceil(n * bits / 8),) uint8
         self.scale = q.scale.float()
-        self.zero_point = q.zero_point.to(torch.int16)
+        if not self.spec.symmetric:
+            self.zero_point = q.zero_point.to(torch.int16)
+
+    def zero_points(self) -> torch.Tensor:
+        """Zero-points as int32, zeros for symmetric grids (which store none)."""
+        if self.zero_point is None:
+            return torch.zeros(self.scale.shape, dtype=torch.int32)
+        return self.zero_point.to(torch.int32)
 
     def codes_unpacked(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Integer codes, all of them (out, in) or only some rows (len(rows), in)."""
@@ -53,24 +61,35 @@ class _PackedWeight(torch.nn.Module):
         return unpack(packed_rows.reshape(-1), self.spec.bits, self.spec.qmin, len(rows) * row_len).reshape(len(rows), -1)
 
     def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        q = QTensor(self.codes_unpacked(), self.scale, self.zero_point.to(torch.int32), self.spec)
+        q = QTensor(self.codes_unpacked(), self.scale, self.zero_points(), self.spec)
         return dequantize(q, dtype)
 
 
 class QuantLinear(torch.nn.Module):
-    """y = x W_hat^T + b, with W stored as packed ``spec.bits``-bit codes."""
+    """y = x_hat W_hat^T + b, with W stored as packed ``spec.bits``-bit codes.
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, spec: QuantSpec):
+    With ``input_spec`` (static activation quantization) the input is fake-quantized with a
+    fixed scale and zero-point found by calibration (``toolkit.quant.ptq.calibrate_``):
+    x_hat = (clamp(round(x / s_x) + z_x, qmin, qmax) - z_x) s_x. Without it, x_hat = x.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, spec: QuantSpec, input_spec: QuantSpec | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight_q = _PackedWeight(torch.Size([out_features, in_features]), spec)
         self.bias = torch.nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.input_spec = input_spec
+        if input_spec is not None:
+            if input_spec.granularity != "tensor" or input_spec.is_float or input_spec.binary:
+                raise ValueError(f"input_spec must be a per-tensor integer spec of 2-8 bits; got {input_spec.describe()}")
+            self.register_buffer("input_scale", torch.ones(()))
+            self.register_buffer("input_zero_point", torch.zeros((), dtype=torch.int32))
 
     @classmethod
-    def from_float(cls, linear: torch.nn.Linear, spec: QuantSpec) -> "QuantLinear":
+    def from_float(cls, linear: torch.nn.Linear, spec: QuantSpec, input_spec: QuantSpec | None = None) -> "QuantLinear":
         if not isinstance(linear, torch.nn.Linear):
             raise TypeError(f"QuantLinear.from_float needs an nn.Linear; got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, spec)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, spec, input_spec)
         layer.weight_q.set_from(linear.weight)
         if linear.bias is not None:
             layer.bias = torch.nn.Parameter(linear.bias.detach().float().clone(), requires_grad=False)
@@ -81,12 +100,15 @@ class QuantLinear(torch.nn.Module):
         return self.weight_q.spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (..., in_features)
+        if self.input_spec is not None:
+            x = fake_quantize(x, self.input_spec, self.input_scale, self.input_zero_point)
         weight = self.weight_q.dequantized(x.dtype)  # (out_features, in_features)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, weight, bias)  # (..., out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, {self.spec.describe()}"
+        inputs = f", inputs {self.input_spec.describe()}" if self.input_spec is not None else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.spec.describe()}{inputs}"
 
 
 class QuantEmbedding(torch.nn.Module):
@@ -120,15 +142,16 @@ class QuantEmbedding(torch.nn.Module):
         flat = ids.reshape(-1)
         spec = self.spec
         codes = self.weight_q.codes_unpacked(flat).float()  # (n, dim); unpacking is the slow part
+        zero_points = self.weight_q.zero_points()
         if spec.granularity == "tensor":
-            scale, zero = self.weight_q.scale.float(), self.weight_q.zero_point.float()
+            scale, zero = self.weight_q.scale.float(), zero_points.float()
         elif spec.granularity == "channel":
-            scale, zero = self.weight_q.scale[flat, None].float(), self.weight_q.zero_point[flat, None].float()
+            scale, zero = self.weight_q.scale[flat, None].float(), zero_points[flat, None].float()
         else:  # groups along the row: (num_embeddings, dim // group_size)
             scale = self.weight_q.scale[flat].repeat_interleave(spec.group_size, dim=1).float()
-            zero = self.weight_q.zero_point[flat].repeat_interleave(spec.group_size, dim=1).float()
+            zero = zero_points[flat].repeat_interleave(spec.group_size, dim=1).float()
         values = codes * scale if spec.binary else (codes - zero) * scale  # (n, dim)
-        return values.reshape(*ids.shape, self.embedding_dim)
+        return values.to(self.weight_q.scale.dtype).reshape(*ids.shape, self.embedding_dim)  # float32, or bf16 after .to()
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.spec.describe()}"

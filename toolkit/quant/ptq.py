@@ -41,11 +41,14 @@ def quantize_weights(
     embedding_spec: QuantSpec | None = None,
     modules: Iterable[str] | None = None,
     skip: Iterable[str] = DEFAULT_SKIP,
+    input_spec: QuantSpec | None = None,
 ) -> torch.nn.Module:
     """A copy of ``model`` with weights quantized (weight-only PTQ; no calibration needed).
 
     ``modules`` limits the swap to these names (default: every Linear and Embedding);
-    ``skip`` names modules to keep in float (default: the classifier head).
+    ``skip`` names modules to keep in float (default: the classifier head). With
+    ``input_spec`` the linear layers also quantize their inputs (static activation
+    quantization): run ``calibrate_`` before using the model.
     """
     if linear_spec is None and embedding_spec is None:
         raise ValueError("give linear_spec, embedding_spec or both: nothing would be quantized")
@@ -66,7 +69,7 @@ def quantize_weights(
         parent, child = _parent(result, name)
         module = getattr(parent, child)
         if kinds[name] == "linear" and linear_spec is not None:
-            setattr(parent, child, QuantLinear.from_float(module, linear_spec))
+            setattr(parent, child, QuantLinear.from_float(module, linear_spec, input_spec))
         elif kinds[name] == "embedding" and embedding_spec is not None:
             setattr(parent, child, QuantEmbedding.from_float(module, embedding_spec))
     return result.eval()
@@ -81,3 +84,49 @@ def quantized_layers(model: torch.nn.Module) -> dict[str, tuple[str, QuantSpec]]
         elif isinstance(module, QuantEmbedding):
             found[name] = ("embedding", module.spec)
     return found
+
+
+def calibrate_(model: torch.nn.Module, tokenizer, examples, observer: str = "minmax", batch_size: int = 32, **options) -> torch.nn.Module:
+    """Set the input ranges of every statically quantized linear layer from calibration sentences.
+
+    Changes ``model`` in place (hence the ``_``): a forward pre-hook on each such layer feeds
+    its inputs (padding positions removed) to an observer; afterwards each layer gets the
+    observer's scale and zero-point. Returns the model.
+    """
+    from toolkit.data import batches  # local: data is not a dependency of the quant core
+    from toolkit.quant.observers import make_observer
+
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear) and m.input_spec is not None}
+    if not layers:
+        raise ValueError("the model has no statically quantized layers: build it with quantize_weights(..., input_spec=...)")
+    if len(examples) == 0:
+        raise ValueError("examples is empty: calibration needs at least one sentence")
+    observers = {n: make_observer(observer, m.input_spec, **options) for n, m in layers.items()}
+    mask: list[torch.Tensor] = []
+
+    def hook_for(name):
+        def hook(module, args):
+            x = args[0]  # (batch, seq, in_features)
+            keep = mask[0].bool() if x.dim() == 3 and mask and mask[0].shape == x.shape[:2] else None
+            observers[name].observe(x[keep] if keep is not None else x.reshape(-1, x.shape[-1]))
+        return hook
+
+    for module in layers.values():  # observe float inputs: switch quantization off while calibrating
+        module._calibrating_spec, module.input_spec = module.input_spec, None
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers.items()]
+    try:
+        with torch.inference_mode():
+            for batch in batches(tokenizer, examples, batch_size=batch_size):
+                mask[:] = [batch["attention_mask"]]
+                model(**{k: v for k, v in batch.items() if k != "labels"})
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module in layers.values():
+            module.input_spec = module._calibrating_spec
+            del module._calibrating_spec
+    for name, module in layers.items():
+        scale, zero_point = observers[name].qparams()
+        module.input_scale = scale.reshape(()).float()
+        module.input_zero_point = zero_point.reshape(()).to(torch.int32)
+    return model

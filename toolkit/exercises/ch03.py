@@ -1,0 +1,93 @@
+"""Chapter 3 exercises: predict a packed file's size; a layer's output error; calibrate a range."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from toolkit.exercises import Exercise, Quiz, register
+
+
+def packed_weight_bytes(num_values: int, bits: int, group_size: int, scale_bytes: int = 4) -> int:
+    """Bytes of one weight stored as packed codes plus one scale per group (symmetric: no zero-points)."""
+    return math.ceil(num_values * bits / 8) + (num_values // group_size) * scale_bytes
+
+
+def output_sqnr_db(weight: torch.Tensor, weight_hat: torch.Tensor, x: torch.Tensor) -> float:
+    """SQNR (dB) of a linear layer's output y = x W^T when W is replaced by W_hat."""
+    y, y_hat = x @ weight.T, x @ weight_hat.T
+    return float(10 * torch.log10((y**2).sum() / ((y - y_hat) ** 2).sum()))
+
+
+def minmax_range(batches: list) -> tuple[float, float]:
+    """The range a min-max observer proposes after seeing every batch: (min over all, max over all)."""
+    return float(min(b.min() for b in batches)), float(max(b.max() for b in batches))
+
+
+_g = torch.Generator().manual_seed(3)
+_W = torch.randn(6, 8, generator=_g)
+_X = torch.randn(5, 8, generator=_g)
+_W_HAT = torch.round(_W * 4) / 4  # a 0.25 grid
+_BATCHES = [torch.tensor([0.5, -1.0, 2.0]), torch.tensor([[3.5, 0.0]]), torch.tensor([-2.5])]
+
+register(
+    Exercise(
+        name="03.packed_weight_bytes",
+        title="Exercise 3.1 (the size of a packed weight, before writing it)",
+        reference=packed_weight_bytes,
+        cases=(
+            ((1536 * 384, 4, 32), packed_weight_bytes(1536 * 384, 4, 32)),
+            ((1536 * 384, 2, 128), packed_weight_bytes(1536 * 384, 2, 128)),
+            ((1000, 3, 8), packed_weight_bytes(1000, 3, 8)),
+            ((30522 * 384, 8, 384), packed_weight_bytes(30522 * 384, 8, 384)),
+        ),
+        hint="Codes: num_values * bits bits, rounded up to whole bytes (math.ceil(... / 8)). Scales: one "
+        "per group, num_values // group_size of them, each scale_bytes long. Add the two.",
+    )
+)
+
+register(
+    Exercise(
+        name="03.output_sqnr_db",
+        title="Exercise 3.2 (how much does quantizing W disturb the layer's output?)",
+        reference=output_sqnr_db,
+        cases=(((_W, _W_HAT, _X), output_sqnr_db(_W, _W_HAT, _X)), ((_W, _W * 1.01, _X), output_sqnr_db(_W, _W * 1.01, _X))),
+        hint="Compute y = x @ W.T and y_hat = x @ W_hat.T; SQNR = 10 * log10(sum(y**2) / sum((y - y_hat)**2)). "
+        "Return a Python float.",
+        rel_tol=1e-4,
+    )
+)
+
+register(
+    Exercise(
+        name="03.minmax_range",
+        title="Exercise 3.3 (calibrate a min-max observer by hand)",
+        reference=minmax_range,
+        cases=(((_BATCHES,), (-2.5, 3.5)), (([torch.tensor([1.0, 2.0])],), (1.0, 2.0))),
+        hint="Keep the smallest minimum and the largest maximum over all batches: min(b.min() for b in batches), "
+        "and likewise for max; return two floats.",
+        rel_tol=1e-9,
+    )
+)
+
+register(
+    Quiz(
+        name="03.int8_vs_bf16",
+        question="On this CPU (with AMX), bf16 runs the classifier faster than every int8 path at batch 64. Why can "
+        "int8 lose to bf16 although its weights are half the size?",
+        choices={
+            "a": "int8 arithmetic is always slower than floating point.",
+            "b": "Dynamic int8 quantizes every activation on the fly, converts results back to float, and leaves "
+            "softmax, GELU and layer norms in fp32; bf16 runs the whole model in one fast format on matrix units.",
+            "c": "The int8 model has more parameters.",
+        },
+        answer="b",
+        explanations={
+            "a": "No: an int8 matrix product alone is several times faster than fp32 here. The cost is around it.",
+            "b": "Speed is end to end: the conversions and the float parts of the model are paid on every call. "
+            "int8 wins where there are no bf16 matrix units, and it always wins on bytes.",
+            "c": "Quantization does not change the number of parameters, only the bits of each.",
+        },
+    )
+)
