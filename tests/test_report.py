@@ -37,7 +37,9 @@ def test_records_round_trip_and_table(tmp_path):
     loaded = report.load_results(tmp_path)
     assert [r.technique for r in loaded] == ["fp32", "bf16"]
     assert loaded[1].bytes_on_disk == 2000
+    loaded[0].extra["latency_big_batch"] = {"p10_ms": 390.0, "p90_ms": 410.5}
     table = report.comparison_table(loaded)
+    assert "| 400.0 (390.0-410.5) |" in table
     assert "| 01 | bf16 | 0.0 | 2.00x | 4.0 | 100.0 | 4.00x | 1.00x | 92.0% | +0.0 pts |" in table
     assert "| 01 | fp32 |" in table and "0.25x" in table
     assert not list(tmp_path.rglob("*.tmp*")), "records are written atomically"

@@ -108,13 +108,20 @@ def _find(results: Sequence[Result], technique: str) -> Result | None:
     return next((r for r in results if r.technique == technique), None)
 
 
+def _with_spread(median: float, latency: dict | None) -> str:
+    """'12.3 (11.9-13.0)': the median, then the 10th-90th percentile spread when it was recorded."""
+    if not latency:
+        return f"{median:.1f}"
+    return f"{median:.1f} ({latency['p10_ms']:.1f}-{latency['p90_ms']:.1f})"
+
+
 def comparison_table(results: Sequence[Result]) -> str:
-    """A Markdown table: size, compression, latencies, speedups vs fp32 and bf16, accuracy."""
+    """A Markdown table: size, compression, latencies (median and p10-p90), speedups vs fp32 and bf16, accuracy."""
     if not results:
         return "_no results recorded yet_"
     fp32, bf16 = _find(results, "fp32"), _find(results, "bf16")
     header = (
-        "| chapter | technique | size (MB) | compression vs fp32 | batch 1 (ms) | batch 64 (ms) | speedup vs fp32 | "
+        "| chapter | technique | size (MB) | compression vs fp32 | batch 1 ms, median (p10-p90) | batch 64 ms, median (p10-p90) | speedup vs fp32 | "
         "speedup vs bf16 | accuracy | change vs fp32 |\n"
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
@@ -126,8 +133,9 @@ def comparison_table(results: Sequence[Result]) -> str:
         delta = f"{(r.accuracy - fp32.accuracy) * 100:+.1f} pts" if fp32 else "n/a"
         mode = " (smoke)" if r.smoke else ""
         rows.append(
-            f"| {r.chapter} | {r.technique}{mode} | {r.megabytes:.1f} | {ratio} | {r.latency_ms_batch1:.1f} | "
-            f"{r.latency_ms_batch64:.1f} | {vs32} | {vs16} | {r.accuracy:.1%} | {delta} |"
+            f"| {r.chapter} | {r.technique}{mode} | {r.megabytes:.1f} | {ratio} | "
+            f"{_with_spread(r.latency_ms_batch1, r.extra.get('latency_batch1'))} | "
+            f"{_with_spread(r.latency_ms_batch64, r.extra.get('latency_big_batch'))} | {vs32} | {vs16} | {r.accuracy:.1%} | {delta} |"
         )
     return "\n".join([header, *rows])
 

@@ -37,8 +37,9 @@ class _PackedWeight(torch.nn.Module):
         # Symmetric grids have zero_point = 0 everywhere: nothing to store.
         self.register_buffer("zero_point", None if spec.symmetric else torch.zeros(param_shape, dtype=torch.int16))
 
-    def set_from(self, weight: torch.Tensor) -> None:
-        q = quantize(weight.detach().float(), self.spec)
+    def set_from(self, weight: torch.Tensor, scale: torch.Tensor | None = None, zero_point: torch.Tensor | None = None) -> None:
+        """Quantize ``weight`` into the buffers (min-max scales unless ``scale`` is given)."""
+        q = quantize(weight.detach().float(), self.spec, scale, zero_point)
         self.codes = pack(q.codes, self.spec.bits, self.spec.qmin)  # (ceil(n * bits / 8),) uint8
         self.scale = q.scale.float()
         if not self.spec.symmetric:
