@@ -15,13 +15,12 @@ A spec a backend cannot run is refused with the spec and the backend named.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
 
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
-from toolkit.quant.ptq import _parent
+from toolkit.quant.ptq import swap_modules
 from toolkit.quant.spec import QuantSpec
 
 BACKENDS = ("torch-dynamic", "torchao-int8")
@@ -44,20 +43,21 @@ def check_backend(spec: QuantSpec, backend: str) -> None:
 
 def dequantize_model(model: torch.nn.Module) -> torch.nn.Module:
     """A float copy: every QuantLinear/QuantEmbedding becomes nn.Linear/nn.Embedding with x_hat weights."""
-    result = copy.deepcopy(model)
-    for name, module in list(result.named_modules()):
+
+    def build(name, module):
         if isinstance(module, QuantLinear):
             linear = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
             linear.weight.data = module.weight_q.dequantized()
             if module.bias is not None:
                 linear.bias.data = module.bias.detach().float().clone()
-            parent, child = _parent(result, name)
-            setattr(parent, child, linear)
-        elif isinstance(module, QuantEmbedding):
+            return linear
+        if isinstance(module, QuantEmbedding):
             embedding = torch.nn.Embedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx)
             embedding.weight.data = module.weight_q.dequantized()
-            parent, child = _parent(result, name)
-            setattr(parent, child, embedding)
+            return embedding
+        return None
+
+    result, _ = swap_modules(model, build)
     return result.eval()
 
 
@@ -74,18 +74,17 @@ def to_torch_dynamic(model: torch.nn.Module) -> torch.nn.Module:
     """A copy in which every int8 QuantLinear runs on torch's dynamic int8 kernel, with the same codes."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    result = copy.deepcopy(model)
-    swapped = 0
-    for name, module in list(result.named_modules()):
-        if isinstance(module, QuantLinear):
-            check_backend(module.spec, "torch-dynamic")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
-                fast = DynamicLinear(module.in_features, module.out_features, bias_=module.bias is not None, dtype=torch.qint8)
-                fast.set_weight_bias(_torch_quantized_weight(module), None if module.bias is None else module.bias.detach().float())
-            parent, child = _parent(result, name)
-            setattr(parent, child, fast)
-            swapped += 1
+    def build(name, module):
+        if not isinstance(module, QuantLinear):
+            return None
+        check_backend(module.spec, "torch-dynamic")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
+            fast = DynamicLinear(module.in_features, module.out_features, bias_=module.bias is not None, dtype=torch.qint8)
+            fast.set_weight_bias(_torch_quantized_weight(module), None if module.bias is None else module.bias.detach().float())
+        return fast
+
+    result, swapped = swap_modules(model, build)
     if swapped == 0:
         raise ValueError("the model has no QuantLinear layers to run on 'torch-dynamic'; quantize it first")
     return result.eval()

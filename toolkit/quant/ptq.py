@@ -9,7 +9,7 @@ head stays in float: it is tiny (768 weights here) and sits right before the dec
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -22,6 +22,30 @@ DEFAULT_SKIP = ("classifier",)
 def _parent(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
     parent_name, _, child = name.rpartition(".")
     return (model.get_submodule(parent_name) if parent_name else model), child
+
+
+def swap_modules(model: torch.nn.Module, build: Callable[[str, torch.nn.Module], torch.nn.Module | None]) -> tuple[torch.nn.Module, int]:
+    """A copy of ``model`` in which every module for which ``build(name, module)`` returns a
+    module is replaced by it; returns (copy, number replaced). The model passed in is unchanged."""
+    result = copy.deepcopy(model)
+    replaced = 0
+    for name, module in list(result.named_modules()):
+        new = build(name, module) if name else None
+        if new is not None:
+            parent, child = _parent(result, name)
+            setattr(parent, child, new)
+            replaced += 1
+    return result, replaced
+
+
+def choose_modules(known: Iterable[str], modules: Iterable[str] | None, skip: Iterable[str], what: str) -> set[str]:
+    """The names to swap: ``modules`` (all ``known`` if None) minus ``skip``; unknown names are an error."""
+    known = list(known)
+    chosen = known if modules is None else list(modules)
+    unknown = [n for n in chosen if n not in set(known)]
+    if unknown:
+        raise ValueError(f"module names {unknown} are not {what} of the model; accepted names look like: {', '.join(known[:6])}, ...")
+    return set(chosen) - set(skip)
 
 
 def quantizable(model: torch.nn.Module) -> dict[str, str]:
@@ -56,22 +80,18 @@ def quantize_weights(
         if spec is not None and (not isinstance(spec, QuantSpec) or spec.is_float):
             raise ValueError(f"{name} must be an integer QuantSpec (bits 1-8); got {spec!r}")
     kinds = quantizable(model)
-    chosen = list(kinds) if modules is None else list(modules)
-    unknown = [n for n in chosen if n not in kinds]
-    if unknown:
-        raise ValueError(f"module names {unknown} are not Linear or Embedding layers of the model; "
-                         f"accepted names look like: {', '.join(list(kinds)[:6])}, ...")
-    skip = set(skip)
-    result = copy.deepcopy(model)
-    for name in chosen:
-        if name in skip:
-            continue
-        parent, child = _parent(result, name)
-        module = getattr(parent, child)
+    chosen = choose_modules(kinds, modules, skip, "Linear or Embedding layers")
+
+    def build(name, module):
+        if name not in chosen:
+            return None
         if kinds[name] == "linear" and linear_spec is not None:
-            setattr(parent, child, QuantLinear.from_float(module, linear_spec, input_spec))
-        elif kinds[name] == "embedding" and embedding_spec is not None:
-            setattr(parent, child, QuantEmbedding.from_float(module, embedding_spec))
+            return QuantLinear.from_float(module, linear_spec, input_spec)
+        if kinds[name] == "embedding" and embedding_spec is not None:
+            return QuantEmbedding.from_float(module, embedding_spec)
+        return None
+
+    result, _ = swap_modules(model, build)
     return result.eval()
 
 

@@ -22,7 +22,6 @@ as large, relative to it, as the weights' updates are relative to them.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Iterable
 
@@ -31,7 +30,7 @@ import torch
 from toolkit.quant.affine import as_rows, qparams_from_range
 from toolkit.quant.modules import QuantLinear
 from toolkit.quant.observers import MovingAverageMinMaxObserver
-from toolkit.quant.ptq import DEFAULT_SKIP, _parent
+from toolkit.quant.ptq import DEFAULT_SKIP, choose_modules, swap_modules
 from toolkit.quant.spec import QuantSpec
 
 
@@ -142,18 +141,9 @@ def prepare_qat(
     skip: Iterable[str] = DEFAULT_SKIP,
 ) -> torch.nn.Module:
     """A copy of ``model`` whose linear layers train with fake quantization (``QATLinear``)."""
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    chosen = list(linears) if modules is None else list(modules)
-    unknown = [n for n in chosen if n not in linears]
-    if unknown:
-        raise ValueError(f"module names {unknown} are not nn.Linear layers of the model; "
-                         f"accepted names look like: {', '.join(list(linears)[:4])}, ...")
-    result = copy.deepcopy(model)
-    for name in chosen:
-        if name in set(skip):
-            continue
-        parent, child = _parent(result, name)
-        setattr(parent, child, QATLinear(getattr(parent, child), spec, input_spec, lsq))
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    chosen = choose_modules(linears, modules, skip, "nn.Linear layers")
+    result, _ = swap_modules(model, lambda name, module: QATLinear(module, spec, input_spec, lsq) if name in chosen else None)
     return result
 
 
@@ -174,11 +164,9 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     weights, or the learned LSQ scales), so the converted model computes what the
     fake-quantized one did, now from packed integers.
     """
-    result = copy.deepcopy(model)
-    converted = 0
-    for name, module in list(result.named_modules()):
+    def build(name, module):
         if not isinstance(module, QATLinear):
-            continue
+            return None
         layer = QuantLinear(module.in_features, module.out_features, module.bias is not None, module.spec, module.input_spec)
         with torch.no_grad():
             scale = (module.weight_scale.abs() + 1e-12) if module.lsq else None
@@ -189,9 +177,9 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
                 scale_x, zero_x = module.input_qparams()
                 layer.input_scale = scale_x.reshape(()).float()
                 layer.input_zero_point = zero_x.reshape(()).to(torch.int32)
-        parent, child = _parent(result, name)
-        setattr(parent, child, layer)
-        converted += 1
+        return layer
+
+    result, converted = swap_modules(model, build)
     if converted == 0:
         raise ValueError("the model has no QATLinear layers: prepare it with prepare_qat first")
     return result.eval()
