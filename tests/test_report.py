@@ -69,3 +69,11 @@ def test_records_carry_their_description_so_the_report_knows_chapter_techniques(
     monkeypatch.delitem(report.TECHNIQUES, "w4-test")  # as in a fresh process that never ran the chapter
     (loaded,) = report.load_results(tmp_path)
     assert loaded.technique == "w4-test" and loaded.description == "int4 test technique"
+
+
+def test_each_chapter_is_compared_with_its_own_baselines():
+    rows = [make("fp32", 4000, 0.90, 5.0, 400.0, chapter="01"), make("fp32", 4000, 0.92, 5.0, 200.0, chapter="03"),
+            make("bf16", 2000, 0.92, 4.0, 100.0, chapter="03")]
+    table = report.comparison_table(rows)
+    assert "| 03 | bf16 | 0.0 | 2.00x | 4.0 | 100.0 | 2.00x | 1.00x | 92.0% | +0.0 pts |" in table
+    assert "| 01 | fp32 | 0.0 | 1.00x | 5.0 | 400.0 | 1.00x | 0.25x | 90.0% | +0.0 pts |" in table  # no bf16 in 01: the first one found

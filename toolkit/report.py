@@ -104,8 +104,10 @@ def load_results(results_dir: Path | None = None) -> list[Result]:
     return results
 
 
-def _find(results: Sequence[Result], technique: str) -> Result | None:
-    return next((r for r in results if r.technique == technique), None)
+def _find(results: Sequence[Result], technique: str, chapter: str | None = None) -> Result | None:
+    """The baseline for a row: the same chapter's record if it has one (measured in the same run), else the first."""
+    same = next((r for r in results if r.technique == technique and r.chapter == chapter), None)
+    return same or next((r for r in results if r.technique == technique), None)
 
 
 def _with_spread(median: float, latency: dict | None) -> str:
@@ -116,10 +118,12 @@ def _with_spread(median: float, latency: dict | None) -> str:
 
 
 def comparison_table(results: Sequence[Result]) -> str:
-    """A Markdown table: size, compression, latencies (median and p10-p90), speedups vs fp32 and bf16, accuracy."""
+    """A Markdown table: size, compression, latencies (median and p10-p90), speedups vs fp32 and bf16, accuracy.
+
+    Each row is compared with the fp32 and bf16 baselines of its own chapter's run.
+    """
     if not results:
         return "_no results recorded yet_"
-    fp32, bf16 = _find(results, "fp32"), _find(results, "bf16")
     header = (
         "| chapter | technique | size (MB) | compression vs fp32 | batch 1 ms, median (p10-p90) | batch 64 ms, median (p10-p90) | speedup vs fp32 | "
         "speedup vs bf16 | accuracy | change vs fp32 |\n"
@@ -127,6 +131,7 @@ def comparison_table(results: Sequence[Result]) -> str:
     )
     rows = []
     for r in results:
+        fp32, bf16 = _find(results, "fp32", r.chapter), _find(results, "bf16", r.chapter)
         ratio = f"{fp32.bytes_on_disk / r.bytes_on_disk:.2f}x" if fp32 else "n/a"
         vs32 = f"{fp32.latency_ms_batch64 / r.latency_ms_batch64:.2f}x" if fp32 else "n/a"
         vs16 = f"{bf16.latency_ms_batch64 / r.latency_ms_batch64:.2f}x" if bf16 else "n/a"
