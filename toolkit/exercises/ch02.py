@@ -75,8 +75,8 @@ register(
 register(
     Quiz(
         name="02.asymmetric_gelu",
-        question="MiniLM's post-GELU activations lie between about -0.17 and +17. Why does asymmetric "
-        "quantization give them a much higher SQNR than symmetric at the same bit width?",
+        question="MiniLM's post-GELU activations are barely ever negative but reach far into the positive side. "
+        "Why does asymmetric quantization give them a higher SQNR than symmetric at the same bit width?",
         choices={
             "a": "A symmetric grid spends half its levels on negative values that almost never occur, "
             "so the positive side gets a step twice as coarse.",
@@ -85,8 +85,8 @@ register(
         },
         answer="a",
         explanations={
-            "a": "The symmetric range is [-17, 17]; the data uses [-0.17, 17]. The asymmetric range fits the "
-            "data, so the same number of levels covers half the width: a step half as large, about 6 dB.",
+            "a": "The symmetric range is [-max, max], but the data barely goes below zero. The asymmetric range "
+            "fits the data, so the same number of levels covers about half the width: a finer step.",
             "b": "Both use the same integer codes (2^b levels). The zero-point only shifts the grid; it is "
             "stored once per tensor or channel, not per value.",
             "c": "A symmetric signed grid has zero_point = 0, so real 0 maps to code 0 exactly. It is the "
