@@ -114,3 +114,19 @@ def test_fine_tune_config_rejects_bad_values():
         FineTuneConfig(learning_rate=0)
     with pytest.raises(ValueError, match="train_limit"):
         FineTuneConfig(train_limit=-3)
+
+
+def test_fine_tune_calls_on_step_after_every_step_in_training_mode(tokenizer, splits):
+    from toolkit import models
+    from toolkit.train import FineTuneConfig, fine_tune_
+
+    model = models.sentiment_classifier(smoke=True, progress=False)
+    seen = []
+
+    def on_step(step):
+        seen.append((step, model.training))
+        model.eval()  # e.g. a validation pass; fine_tune_ must switch back
+
+    fine_tune_(model, tokenizer, splits.train, FineTuneConfig(epochs=2, train_limit=40, batch_size=16), progress=False, on_step=on_step)
+    assert seen == [(1, True), (2, True), (3, True), (4, True), (5, True), (6, True)]
+    assert not model.training

@@ -117,3 +117,34 @@ def test_bad_input_is_refused_with_clear_errors():
         lsq_fake_quantize(torch.randn(4), QuantSpec(bits=4, symmetric=False), torch.ones(1))
     with pytest.raises(ValueError, match="no QATLinear layers"):
         convert(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_prepare_qat_copies_the_model_and_leaves_the_head_alone(tokenizer):
+    from toolkit import models
+
+    classifier = models.sentiment_classifier(smoke=True, progress=False)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    qat = prepare_qat(classifier, QuantSpec(bits=4, granularity="channel"))
+    assert all(isinstance(m, torch.nn.Linear) and not isinstance(m, QATLinear) for n, m in classifier.named_modules() if n.endswith("dense"))
+    assert isinstance(qat.bert.encoder.layer[0].intermediate.dense, QATLinear)
+    assert type(qat.classifier) is torch.nn.Linear
+    assert all(torch.equal(before[k], v) for k, v in classifier.state_dict().items())
+
+
+def test_a_trained_qat_classifier_survives_conversion_and_the_file_round_trip(tokenizer, splits, tmp_path):
+    from toolkit import measure, models
+    from toolkit.train import FineTuneConfig, fine_tune_
+
+    qat = prepare_qat(models.sentiment_classifier(smoke=True, progress=False), QuantSpec(bits=2, granularity="channel"),
+                      input_spec=QuantSpec(bits=8, symmetric=False))
+    steps = []
+    fine_tune_(qat, tokenizer, splits.train, FineTuneConfig(epochs=1, train_limit=64, learning_rate=1e-4), progress=False,
+               on_step=lambda step: (steps.append(step), freeze_observers_(qat) if step == 1 else None))
+    assert steps == [1, 2]
+    assert all(m.observer_frozen for m in qat.modules() if isinstance(m, QATLinear))
+    path = tmp_path / "qat.safetensors"
+    quant.save_quantized(convert(qat), path)
+    reloaded = quant.load_quantized(path)
+    test = splits.test[:48]
+    fake, real = measure.predict(qat, tokenizer, test), measure.predict(reloaded, tokenizer, test)
+    assert torch.allclose(fake, real, atol=1e-4)

@@ -12,6 +12,16 @@ def test_folders_follow_the_environment(tmp_path, monkeypatch):
     assert runtime.results_dir() == tmp_path / "r" and (tmp_path / "r").is_dir()
 
 
+def test_relative_folders_are_anchored_at_the_repository_root(monkeypatch):
+    root = runtime.repo_root()
+    monkeypatch.chdir(root / "notebooks")  # where the chapters run
+    monkeypatch.setenv(runtime.CACHE_ENV, "build/pytest-tmp/relative-cache")
+    monkeypatch.setenv(runtime.RESULTS_ENV, "build/pytest-tmp/relative-results")
+    assert runtime.cache_dir() == root / "build" / "pytest-tmp" / "relative-cache"
+    assert runtime.results_dir() == root / "build" / "pytest-tmp" / "relative-results"
+    assert not (root / "notebooks" / "build").exists()
+
+
 def test_results_default_to_the_repository_build_folder(monkeypatch):
     monkeypatch.delenv(runtime.RESULTS_ENV)
     root = runtime.repo_root()

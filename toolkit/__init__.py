@@ -8,7 +8,8 @@ One module, one idea:
 - ``activations`` record what modules output on real sentences (padding removed)
 - ``train``     a short, readable fine-tuning loop
 - ``measure``   parameters, bytes on disk, latency, accuracy, the hardware line
-- ``quant``     quantization specs, quantize/dequantize, error metrics, bit packing
+- ``quant``     quantization specs, quantize/dequantize, error metrics, bit packing, PTQ, QAT
+- ``prune``     importance scores, local/global/N:M masks, torch.nn.utils.prune, sparse storage
 - ``report``    one result record per technique, the comparison table and chart
 - ``claims``    a chapter's key statements, checked against its own measurements
 - ``exercises`` checks with hints; an untouched stub falls back to the reference
@@ -20,7 +21,7 @@ from toolkit import runtime
 
 runtime.quiet_third_party()  # before transformers/torchao are imported by the modules below
 
-from toolkit import activations, claims, data, exercises, measure, models, quant, report, train, widgets  # noqa: E402
+from toolkit import activations, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402
 from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
 
 __all__ = ["activations", "claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train", "widgets"]

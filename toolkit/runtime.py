@@ -10,6 +10,10 @@ Folders (each can be moved with an environment variable):
   (default ``~/.cache/compression-workbook``; ``make`` uses ``build/cache``).
 - ``WORKBOOK_RESULTS_DIR``: one JSON record per technique, gathered into ``build/report.md``
   (default ``build/results`` of the repository, found from the current directory).
+
+A relative path in either variable is taken relative to the repository root, not to the
+current directory: notebooks run from ``notebooks/``, tests and ``make`` from the root, and
+all of them must find the same cache.
 """
 
 from __future__ import annotations
@@ -85,10 +89,18 @@ def repo_root(start: Path | None = None) -> Path | None:
     return None
 
 
+def _path_from_env(value: str) -> Path:
+    """An environment variable's path; a relative one is anchored at the repository root."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = (repo_root() or Path.cwd()) / path
+    return path
+
+
 def cache_dir() -> Path:
     """Folder for the cached classifier and other expensive artefacts (created if missing)."""
     env = os.environ.get(CACHE_ENV)
-    path = Path(env).expanduser() if env else Path.home() / ".cache" / "compression-workbook"
+    path = _path_from_env(env) if env else Path.home() / ".cache" / "compression-workbook"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -97,7 +109,7 @@ def results_dir() -> Path:
     """Folder of the result records that ``build/report.md`` gathers (created if missing)."""
     env = os.environ.get(RESULTS_ENV)
     if env:
-        path = Path(env).expanduser()
+        path = _path_from_env(env)
     else:
         root = repo_root()
         path = (root if root else Path.cwd()) / "build" / "results"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -64,8 +64,13 @@ def fine_tune_(
     validation: Sequence[Example] | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[EpochLog]:
     """Fine-tune ``model`` in place (hence the trailing ``_``); return one log per epoch.
+
+    ``on_step(step)`` is called after every optimizer step (step counts from 1 over all
+    epochs): QAT uses it to freeze observers or to record validation accuracy mid-epoch. The
+    model is put back in training mode after it.
 
     Per step: loss = cross_entropy(model(x).logits, y); w <- AdamW(w, dL/dw, lr_t), where
     lr_t rises linearly over the warm-up steps and then falls linearly to zero.
@@ -96,6 +101,9 @@ def fine_tune_(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            if on_step is not None:
+                on_step(len(losses) + (epoch - 1) * steps_per_epoch)
+                model.train()
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
         val_acc = accuracy(model, tokenizer, validation) if validation else None
         model.train()
