@@ -46,7 +46,27 @@ def record_outputs(
 
         return hook
 
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in names]
+    run_with_hooks(model, {modules[n]: hook_for(n) for n in names}, tokenizer, examples, mask_holder, batch_size)
+    return {n: torch.cat(parts) for n, parts in recorded.items()}
+
+
+def run_with_hooks(
+    model: torch.nn.Module,
+    hooks: dict,
+    tokenizer,
+    examples: Sequence[Example],
+    mask_holder: list,
+    batch_size: int = 32,
+    pre: bool = False,
+) -> None:
+    """Run ``examples`` through ``model`` (eval mode, no gradients) with temporary hooks.
+
+    ``hooks`` maps modules to forward hooks (forward *pre*-hooks with ``pre=True``). Before each
+    batch, ``mask_holder[0]`` is set to its attention mask (batch, seq), so that hooks can drop
+    padding positions. Afterwards the hooks are removed and the model's mode is restored.
+    """
+    register = "register_forward_pre_hook" if pre else "register_forward_hook"
+    handles = [getattr(module, register)(hook) for module, hook in hooks.items()]
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -59,4 +79,3 @@ def record_outputs(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {n: torch.cat(parts) for n, parts in recorded.items()}

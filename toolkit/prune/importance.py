@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from toolkit.activations import run_with_hooks
 from toolkit.data import Example, batches
 
 CRITERIA = ("magnitude", "gradient", "taylor", "activation")
@@ -86,19 +87,7 @@ def _input_norms(model, names, tokenizer, examples, batch_size):
             sums[name] += (x[keep] ** 2).sum(dim=0).cpu()  # (in,)
         return hook
 
-    handles = [model.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in names]
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in batches(tokenizer, examples, batch_size=batch_size):
-                mask_holder[:] = [batch["attention_mask"].to(dev)]
-                model(**{k: v.to(dev) for k, v in batch.items() if k != "labels"})
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_with_hooks(model, {model.get_submodule(n): hook_for(n) for n in names}, tokenizer, examples, mask_holder, batch_size, pre=True)
     return {n: s.sqrt() for n, s in sums.items()}
 
 
