@@ -165,6 +165,22 @@ def test_sparse_files_round_trip_and_their_bytes_follow_the_formulas(classifier,
     assert size < measure.bytes_on_disk(dense, tmp_path / "dense.safetensors")
     with pytest.raises(ValueError, match="layout must be one of csr, bitmask"):
         storage.save_sparse(pruned, tmp_path / "x.safetensors", layout="coo")
+    assert not list(tmp_path.glob(".*tmp*")), "written atomically, no temporary file left"
+
+
+def test_a_corrupted_sparse_file_is_refused(classifier, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    pruned = prune.apply_masks(classifier, prune.global_masks(prune.importance(classifier, "magnitude"), 0.5))
+    path = tmp_path / "sparse.safetensors"
+    storage.save_sparse(pruned, path, layout="bitmask")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    tensors["classifier.bias"] = tensors["classifier.bias"] + 1
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ValueError, match="is corrupted: the sha256"):
+        storage.load_sparse_state_dict(path)
 
 
 def test_sparse_vs_dense_times_both_and_checks_arguments():

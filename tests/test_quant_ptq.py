@@ -116,7 +116,10 @@ def test_static_activation_quantization_is_calibrated_saved_and_reloaded(classif
     q = quant.quantize_weights(classifier, INT8_ROWS, input_spec=spec_in)
     with pytest.raises(ValueError, match="examples is empty"):
         quant.ptq.calibrate_(q, tokenizer, [])
+    q.train()  # calibration must not see dropout, and must give the model back in the mode it had
     quant.ptq.calibrate_(q, tokenizer, splits.train[:8], observer="minmax")
+    assert q.training
+    q.eval()
     layer = q.bert.encoder.layer[0].intermediate.dense
     assert float(layer.input_scale) != 1.0 and layer.input_spec == spec_in
     quant.save_quantized(q, tmp_path / "static.safetensors")

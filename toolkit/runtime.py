@@ -125,6 +125,22 @@ def build_dir() -> Path:
     return path
 
 
+def save_safetensors_atomically(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> int:
+    """Write a safetensors file so that a reader sees the old file or the new one, never half of
+    one: write a temporary file next to it, then rename (atomic on one file system). Returns its bytes."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
 def setup(seed: int = 0, *, verbose: bool = True) -> None:
     """Start a chapter: seed everything, quiet the libraries, say where results go.
 

@@ -45,23 +45,22 @@ def _needs_data(criterion: str, tokenizer, examples) -> None:
 
 
 def _gradient_scores(model, names, tokenizer, examples, batch_size, times_weight):
-    work = model  # gradients are accumulated into .grad; restore afterwards
-    params = {n: work.get_submodule(n).weight for n in names}
-    saved_flags = {p: p.requires_grad for p in work.parameters()}
+    params = {n: model.get_submodule(n).weight for n in names}  # gradients land in .grad: saved and restored below
+    saved_flags = {p: p.requires_grad for p in model.parameters()}
     saved_grads = {n: (p.grad.clone() if p.grad is not None else None) for n, p in params.items()}
     scores = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    was_training = work.training
-    work.eval()  # no dropout: the scores are a property of the model, not of a random mask
-    for p in work.parameters():
+    was_training = model.training
+    model.eval()  # no dropout: the scores are a property of the model, not of a random mask
+    for p in model.parameters():
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    dev = next(work.parameters()).device
+    dev = next(model.parameters()).device
     try:
         for batch in batches(tokenizer, examples, batch_size=batch_size):
             for p in params.values():
                 p.grad = None
-            work(**{k: v.to(dev) for k, v in batch.items()}).loss.backward()  # (batch,) labels -> scalar loss
+            model(**{k: v.to(dev) for k, v in batch.items()}).loss.backward()  # (batch,) labels -> scalar loss
             with torch.no_grad():
                 for n, p in params.items():
                     g = p.grad.float()
@@ -71,7 +70,7 @@ def _gradient_scores(model, names, tokenizer, examples, batch_size, times_weight
             p.requires_grad_(flag)
         for n, p in params.items():
             p.grad = saved_grads[n]
-        work.train(was_training)
+        model.train(was_training)
     return scores
 
 

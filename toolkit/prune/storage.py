@@ -13,8 +13,9 @@ Both pay the values; beyond that CSR pays its index bytes per non-zero and the b
 byte per position. With int16 column indices CSR is smaller only when the density is below
 1/16, above 93.75% sparsity.
 
-``save_sparse`` writes a model with its prunable layers in either layout (atomically), and
-``load_sparse_state_dict`` reads it back as dense tensors, so a round trip can be checked.
+``save_sparse`` writes a model with its prunable layers in either layout (atomically, with a
+sha256 of its tensors), and ``load_sparse_state_dict`` checks the sha256 and reads it back as
+dense tensors, so a round trip can be checked.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from toolkit.quant.fileformat import tensors_sha256
 from toolkit.quant.packing import pack, unpack
+from toolkit.runtime import save_safetensors_atomically
 
 FORMAT = "workbook-sparse"
 LAYOUTS = ("csr", "bitmask")
@@ -89,9 +91,6 @@ def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"path's folder {path.parent} does not exist")
     sparse_names = set(prunable_modules(model, modules))
     tensors, shapes = {}, {}
     for key, value in model.state_dict().items():
@@ -103,11 +102,8 @@ def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "
             shapes[key] = list(value.shape)
         else:
             tensors[key] = value.detach().cpu().contiguous()
-    metadata = {"format": FORMAT, "layout": layout, "sparse_shapes": json.dumps(shapes)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one, never half of one
-    return path.stat().st_size
+    metadata = {"format": FORMAT, "layout": layout, "sparse_shapes": json.dumps(shapes), "sha256": tensors_sha256(tensors)}
+    return save_safetensors_atomically(tensors, path, metadata)
 
 
 def load_sparse_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -121,6 +117,8 @@ def load_sparse_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path} is not a {FORMAT} file (format: {metadata.get('format')!r})")
         layout, shapes = metadata["layout"], json.loads(metadata["sparse_shapes"])
         raw = {k: handle.get_tensor(k) for k in handle.keys()}
+    if tensors_sha256(raw) != metadata.get("sha256"):
+        raise ValueError(f"{path} is corrupted: the sha256 of its tensors does not match the one stored when it was written")
     state = {k: v for k, v in raw.items() if not any(k.startswith(s + ".") for s in shapes)}
     for key, shape in shapes.items():
         parts = {k[len(key) + 1 :]: v for k, v in raw.items() if k.startswith(key + ".")}

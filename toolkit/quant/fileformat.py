@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
 from toolkit.quant.ptq import _parent, quantized_layers
 from toolkit.quant.spec import QuantSpec
+from toolkit.runtime import save_safetensors_atomically
 
 FORMAT = "compression-workbook/quantized"
 FORMAT_VERSION = "1"
@@ -63,11 +64,7 @@ def save_quantized(model: torch.nn.Module, path: str | os.PathLike) -> int:
         "layers": json.dumps(layers, sort_keys=True),
         "sha256": tensors_sha256(tensors),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path.stat().st_size
+    return save_safetensors_atomically(tensors, path, metadata)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -110,10 +110,10 @@ def calibrate_(model: torch.nn.Module, tokenizer, examples, observer: str = "min
     """Set the input ranges of every statically quantized linear layer from calibration sentences.
 
     Changes ``model`` in place (hence the ``_``): a forward pre-hook on each such layer feeds
-    its inputs (padding positions removed) to an observer; afterwards each layer gets the
-    observer's scale and zero-point. Returns the model.
+    its inputs (padding positions removed) to an observer, with the model in eval mode on its
+    own device; afterwards each layer gets the observer's scale and zero-point. Returns the model.
     """
-    from toolkit.data import batches  # local: data is not a dependency of the quant core
+    from toolkit.activations import run_with_hooks  # local: running sentences is not a dependency of the quant core
     from toolkit.quant.observers import make_observer
 
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear) and m.input_spec is not None}
@@ -133,15 +133,9 @@ def calibrate_(model: torch.nn.Module, tokenizer, examples, observer: str = "min
 
     for module in layers.values():  # observe float inputs: switch quantization off while calibrating
         module._calibrating_spec, module.input_spec = module.input_spec, None
-    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers.items()]
     try:
-        with torch.inference_mode():
-            for batch in batches(tokenizer, examples, batch_size=batch_size):
-                mask[:] = [batch["attention_mask"]]
-                model(**{k: v for k, v in batch.items() if k != "labels"})
+        run_with_hooks(model, {m: hook_for(n) for n, m in layers.items()}, tokenizer, examples, mask, batch_size, pre=True)
     finally:
-        for handle in handles:
-            handle.remove()
         for module in layers.values():
             module.input_spec = module._calibrating_spec
             del module._calibrating_spec
