@@ -101,3 +101,54 @@ def test_quantized_layers_still_count_their_parameters():
         warnings.simplefilter("ignore")
         fast = quant.backends.to_torch_dynamic(q)
     assert measure.count_parameters(fast) == measure.count_parameters(model)
+
+
+# ----------------------------------------------------------------------------- A/B timing and uncertainty
+class _Sleeper(torch.nn.Module):
+    """A 'model' that takes a fixed time per call (and has a parameter, as measure expects)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.p = seconds, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, **_):
+        import time
+
+        time.sleep(self.seconds)
+        return input_ids
+
+
+def test_compare_latency_alternates_and_gives_the_ratio_with_its_spread():
+    batch = {"input_ids": torch.zeros(4, 7, dtype=torch.long), "labels": torch.zeros(4)}
+    slow, fast = _Sleeper(0.02), _Sleeper(0.01)
+    slow.train()
+    result = measure.compare_latency(slow, fast, batch, rounds=5, warmup=1, names=("slow", "fast"))
+    assert 1.5 < result.ratio < 2.5 and result.ratio_p10 <= result.ratio <= result.ratio_p90
+    assert (result.rounds, result.batch_size, result.seq_len) == (5, 4, 7)
+    assert "fast" in str(result) and "5 alternating rounds" in str(result)
+    assert slow.training, "the models' modes are restored"
+    with pytest.raises(ValueError, match="rounds must be a positive integer"):
+        measure.compare_latency(slow, fast, batch, rounds=0)
+
+
+def test_wilson_interval_matches_the_formula_and_the_edges():
+    lo, hi = measure.accuracy_interval(0.933, 450)
+    assert 0.905 < lo < 0.91 and 0.952 < hi < 0.956  # about +-2.4 points at 93% on 450 sentences
+    assert measure.accuracy_interval(1.0, 64)[1] == 1.0 and measure.accuracy_interval(1.0, 64)[0] < 0.95
+    assert measure.accuracy_interval(0.0, 10)[0] == 0.0
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="n must be a positive integer"):
+            measure.accuracy_interval(0.5, bad)
+    with pytest.raises(ValueError, match="accuracy must be"):
+        measure.accuracy_interval(93.3, 450)
+
+
+def test_mcnemar_counts_only_discordant_sentences():
+    a = torch.tensor([True] * 90 + [False] * 10)
+    b = a.clone()
+    assert measure.mcnemar(a, b).p_value == 1.0
+    b[:8] = False  # B loses 8 sentences that A gets right, and wins none
+    result = measure.mcnemar(a, b)
+    assert (result.only_a, result.only_b) == (8, 0) and abs(result.p_value - 2 * 0.5**8) < 1e-12
+    with pytest.raises(ValueError, match="equal length"):
+        measure.mcnemar(a, b[:5])

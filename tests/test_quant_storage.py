@@ -37,3 +37,21 @@ def test_packed_file_holds_true_bytes_and_leaves_the_model_alone(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
     assert packed_file_bytes(model, spec) == size  # temporary file, same bytes
+
+
+@pytest.mark.parametrize("damage", ["truncate", "not-safetensors"])
+def test_loaders_name_a_broken_file(tmp_path, damage):
+    from toolkit import prune
+    from toolkit.runtime import UnreadableFileError
+
+    path = tmp_path / "model.safetensors"
+    if damage == "truncate":
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.randn(64, 64)}, str(path), metadata={"format": "x"})
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_text("this is a CSV file,\n1,2,3\n")
+    for loader in (quant.load_quantized, prune.storage.load_sparse_state_dict):
+        with pytest.raises(UnreadableFileError, match=f"{path.name}.*cannot be read as .*truncated, damaged or not a safetensors file"):
+            loader(path)

@@ -19,7 +19,8 @@ One module, one idea:
 
 from toolkit import runtime
 
-runtime.quiet_third_party()  # before transformers/torchao are imported by the modules below
+runtime.quiet_third_party()  # before transformers is imported by the modules below
+runtime.import_torchao_quietly()  # its CPU-build notices are harmless; later imports print nothing
 
 from toolkit import activations, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402
 from toolkit.runtime import device, setup, smoke_mode  # noqa: E402

@@ -3,30 +3,75 @@
 Prose can drift from the measurements; a claim cannot. Each chapter states its key
 results as claims::
 
-    toolkit.claim("bf16 halves the file", bf16_bytes <= 0.51 * fp32_bytes,
-                  evidence=f"{bf16_bytes:,} vs {fp32_bytes:,} bytes", chapter="01", smoke=SMOKE)
+    toolkit.claims.claim("bf16 halves the file", bf16_bytes <= 0.51 * fp32_bytes,
+                         evidence=f"{bf16_bytes:,} vs {fp32_bytes:,} bytes", chapter="01", smoke=SMOKE)
 
-In full mode a claim that does not hold stops the run with ``ClaimFailed``: the workbook
-must not publish a statement its own numbers contradict. In smoke mode (tiny data, a
-barely trained model) the verdict is printed and recorded but never raises.
+What happens when a claim does not hold depends on who runs the chapter:
+
+- under the runner (``make workbook``, CI), which sets ``WORKBOOK_ENFORCE_CLAIMS=1``, a full-mode
+  claim that does not hold stops the run with ``ClaimFailed``: the workbook must not publish a
+  statement its own numbers contradict;
+- in a reader's own Jupyter session the chapter prints a clear notice (what was expected, what
+  this machine measured, why that can happen) and goes on: a slower or different laptop is not
+  the reader's mistake;
+- in smoke mode (tiny data, a barely trained model) the verdict is printed, never enforced.
+
+Speed depends on the machine, so speed claims are stated for the CPU features that cause
+them (``speed_claim`` and ``SPEED_EXPECTATIONS``) and judged on an A/B-interleaved ratio
+(``toolkit.measure.compare_latency``): on a CPU without the feature the claim does not apply,
+and a ratio whose rounds straddle the threshold (a busy machine) is reported as inconclusive,
+with its spread, instead of failing.
+
 Every verdict is written to ``build/results/claims/<chapter>.json`` for the report.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from toolkit import runtime
+
+ENFORCE_ENV = "WORKBOOK_ENFORCE_CLAIMS"
 
 
 class ClaimFailed(AssertionError):
     """A chapter's key statement is contradicted by its own full-mode measurements."""
 
 
+def enforcing() -> bool:
+    """True when a failed full-mode claim must stop the run (the runner sets WORKBOOK_ENFORCE_CLAIMS=1)."""
+    return os.environ.get(ENFORCE_ENV) == "1"
+
+
 def _claims_file(chapter: str, results_dir: Path | None) -> Path:
     folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
     return folder / "claims" / f"{chapter}.json"
+
+
+def _save(entry: dict, results_dir: Path | None) -> None:
+    path = _claims_file(entry["chapter"], results_dir)
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = [e for e in entries if e["statement"] != entry["statement"]]
+    entries.append(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(entries, indent=2))
+    os.replace(tmp, path)
+
+
+def _notice(statement: str, evidence: str, why: str) -> str:
+    return (
+        "\n┌─ Notice: this run did not confirm one of the chapter's statements\n"
+        f"│  statement: {statement}\n"
+        f"│  measured here: {evidence}\n"
+        f"│  {why}\n"
+        "│  The chapter goes on. Under `make workbook` (the runner) this statement is enforced and would stop the run.\n"
+        "└─"
+    )
 
 
 def claim(
@@ -37,26 +82,129 @@ def claim(
     chapter: str,
     smoke: bool,
     results_dir: Path | None = None,
+    why: str = "Numbers differ between machines and runs; compare with the reference range in the lesson plan.",
 ) -> bool:
-    """Check ``statement``; raise ``ClaimFailed`` in full mode if it does not hold."""
+    """Check ``statement``: record its verdict; if it does not hold in full mode, raise ``ClaimFailed``
+    under the runner, or print a notice (with ``why``) in a reader's session."""
     holds = bool(holds)
     if holds:
-        verdict = "holds"
+        verdict, mark = "holds", "✔"
+    elif smoke:
+        verdict, mark = "does not hold (smoke run, not enforced)", "•"
+    elif enforcing():
+        verdict, mark = "FAILED", "✘"
     else:
-        verdict = "does not hold (smoke run, not enforced)" if smoke else "FAILED"
-    path = _claims_file(chapter, results_dir)
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    entries = [e for e in entries if e["statement"] != statement]
-    entries.append({"chapter": chapter, "statement": statement, "verdict": verdict, "evidence": evidence, "smoke": smoke})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(entries, indent=2))
-    tmp.replace(path)
-    mark = "✔" if holds else ("•" if smoke else "✘")
+        verdict, mark = "does not hold on this machine (notice, not enforced outside the runner)", "⚠"
+    _save({"chapter": chapter, "statement": statement, "verdict": verdict, "evidence": evidence, "smoke": smoke}, results_dir)
     print(f"{mark} claim {verdict}: {statement} [{evidence}]")
     if not holds and not smoke:
-        raise ClaimFailed(f"chapter {chapter}: {statement!r} does not hold: {evidence}")
+        if enforcing():
+            raise ClaimFailed(f"chapter {chapter}: {statement!r} does not hold: {evidence}")
+        print(_notice(statement, evidence, why))
     return holds
+
+
+# ----------------------------------------------------------------------------- speed claims
+@dataclass(frozen=True)
+class SpeedExpectation:
+    """What speed ratio (baseline time / candidate time) a comparison should reach, by CPU feature.
+
+    ``tiers`` pairs a CPU feature (as ``toolkit.measure.hardware().features`` names it; ``""``
+    means any CPU) with the threshold that applies when the CPU has it; the first tier whose
+    feature is present decides. ``direction`` is ``"at least"`` (the candidate is this much
+    faster) or ``"at most"`` (the candidate is not faster than this).
+    """
+
+    what: str
+    tiers: tuple[tuple[str, float], ...]
+    direction: str
+    why: str
+
+    def threshold_for(self, features: Sequence[str]) -> tuple[str, float] | None:
+        for feature, threshold in self.tiers:
+            if feature == "" or feature in features:
+                return feature, threshold
+        return None
+
+
+# The speed statements the chapters make, with the thresholds they are held to. The tiers come
+# from the machines the workbook has been run on (lessons/README.md lists them): Intel Xeons with
+# AMX (bf16 about 3.5x fp32, int8 dynamic 2.2-2.4x) and AMD EPYCs with AVX512-VNNI/BF16 and no AMX
+# (bf16 1.7-3.0x). tests/test_claims.py feeds each one the other machines' measurements.
+SPEED_EXPECTATIONS: dict[str, SpeedExpectation] = {
+    "bf16-vs-fp32": SpeedExpectation(
+        what="bf16 is faster than fp32 at batch 64",
+        tiers=(("amx_bf16", 2.0), ("avx512_bf16", 1.3)),
+        direction="at least",
+        why="bf16 matrix products run natively only with AMX (matrix tiles) or AVX512-BF16 (vector dot products); "
+        "without them bf16 values are widened to fp32 for every product.",
+    ),
+    "int8-dynamic-vs-fp32": SpeedExpectation(
+        what="per-channel dynamic int8 is faster than fp32 at batch 64",
+        tiers=(("amx_int8", 1.6), ("avx512_vnni", 1.6), ("avx_vnni", 1.4)),
+        direction="at least",
+        why="int8 matrix products are fast with VNNI (int8 dot products into int32) or AMX; without them the "
+        "int8 kernels gain little over fp32.",
+    ),
+    "masked-vs-dense": SpeedExpectation(
+        what="a model whose weights are masked to 50% zeros is not faster than the dense model",
+        tiers=(("", 1.1),),
+        direction="at most",
+        why="a mask leaves the matrices dense: the same products run, zeros included, on any CPU.",
+    ),
+}
+
+
+def speed_claim(
+    key: str,
+    comparison,
+    *,
+    features: Sequence[str],
+    chapter: str,
+    smoke: bool,
+    results_dir: Path | None = None,
+) -> str:
+    """Judge an A/B ``comparison`` (``toolkit.measure.SpeedComparison``) against ``SPEED_EXPECTATIONS[key]``.
+
+    Returns the verdict: ``"holds"``, ``"not applicable"`` (the CPU lacks the feature that
+    causes the speed-up: recorded and said, never a failure), ``"inconclusive"`` (the median
+    misses the threshold but the rounds' spread straddles it, as on a busy machine: a notice
+    with the spread, never a failure) or ``"does not hold"`` (the whole spread is on the wrong
+    side: ``ClaimFailed`` under the runner, a notice in a reader's session).
+    """
+    if key not in SPEED_EXPECTATIONS:
+        raise ValueError(f"key {key!r} is not a known speed claim; accepted: {', '.join(SPEED_EXPECTATIONS)}")
+    expectation = SPEED_EXPECTATIONS[key]
+    tier = expectation.threshold_for(features)
+    if tier is None:
+        needed = " or ".join(f for f, _ in expectation.tiers)
+        statement = f"On a CPU with {needed}, {expectation.what}"
+        entry = {"chapter": chapter, "statement": statement, "smoke": smoke,
+                 "verdict": f"not applicable: this CPU has no {needed}", "evidence": str(comparison)}
+        _save(entry, results_dir)
+        print(f"• claim not applicable on this CPU (no {needed}): {statement} [{comparison}]\n  {expectation.why}")
+        return "not applicable"
+    feature, threshold = tier
+    where = f"On a CPU with {feature}, " if feature else ""
+    what = expectation.what[0].upper() + expectation.what[1:] if not where else expectation.what
+    statement = f"{where}{what} (A/B ratio {expectation.direction} {threshold:g}x)"
+    evidence = str(comparison)
+    if expectation.direction == "at least":
+        holds = comparison.ratio >= threshold
+        straddles = comparison.ratio_p90 >= threshold
+    else:
+        holds = comparison.ratio <= threshold
+        straddles = comparison.ratio_p10 <= threshold
+    if holds or smoke or not straddles:
+        claim(statement, holds, evidence=evidence, chapter=chapter, smoke=smoke, results_dir=results_dir, why=expectation.why)
+        return "holds" if holds else "does not hold"
+    verdict = "inconclusive: the median misses the threshold but the rounds' spread straddles it (a busy machine?)"
+    _save({"chapter": chapter, "statement": statement, "verdict": verdict, "evidence": evidence, "smoke": smoke}, results_dir)
+    print(f"⚠ claim {verdict}: {statement} [{evidence}]")
+    print(_notice(statement, evidence, "The per-round ratios spread from "
+                  f"{comparison.ratio_p10:.2f}x to {comparison.ratio_p90:.2f}x (p10-p90), across the threshold: something else "
+                  "was probably using the CPU. Close other programs and rerun the cell. " + expectation.why))
+    return "inconclusive"
 
 
 def reset(chapter: str, results_dir: Path | None = None) -> None:

@@ -117,16 +117,30 @@ def _with_spread(median: float, latency: dict | None) -> str:
     return f"{median:.1f} ({latency['p10_ms']:.1f}-{latency['p90_ms']:.1f})"
 
 
-def comparison_table(results: Sequence[Result]) -> str:
-    """A Markdown table: size, compression, latencies (median and p10-p90), speedups vs fp32 and bf16, accuracy.
+def accuracy_with_interval(result: Result) -> str:
+    """'93.3% (90.6-95.3)': accuracy and its 95% Wilson interval over the sentences it was measured on."""
+    from toolkit.measure import accuracy_interval
 
-    Each row is compared with the fp32 and bf16 baselines of its own chapter's run.
+    n = result.extra.get("test_examples")
+    if not n:
+        return f"{result.accuracy:.1%}"
+    lo, hi = accuracy_interval(result.accuracy, int(n))
+    return f"{result.accuracy:.1%} ({lo * 100:.1f}-{hi * 100:.1f})"
+
+
+def comparison_table(results: Sequence[Result]) -> str:
+    """A Markdown table: size, compression, latencies (median and p10-p90), speedups vs fp32 and bf16,
+    accuracy with its 95% interval (Wilson, over the test sentences).
+
+    Each row is compared with the fp32 and bf16 baselines of its own chapter's run. The speed-ups
+    divide medians taken one after the other; the chapters' speed *claims* use A/B-interleaved
+    ratios instead (``toolkit.measure.compare_latency``).
     """
     if not results:
         return "_no results recorded yet_"
     header = (
         "| chapter | technique | size (MB) | compression vs fp32 | batch 1 ms, median (p10-p90) | batch 64 ms, median (p10-p90) | speedup vs fp32 | "
-        "speedup vs bf16 | accuracy | change vs fp32 |\n"
+        "speedup vs bf16 | accuracy (95% CI) | change vs fp32 |\n"
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     )
     rows = []
@@ -140,7 +154,7 @@ def comparison_table(results: Sequence[Result]) -> str:
         rows.append(
             f"| {r.chapter} | {r.technique}{mode} | {r.megabytes:.1f} | {ratio} | "
             f"{_with_spread(r.latency_ms_batch1, r.extra.get('latency_batch1'))} | "
-            f"{_with_spread(r.latency_ms_batch64, r.extra.get('latency_big_batch'))} | {vs32} | {vs16} | {r.accuracy:.1%} | {delta} |"
+            f"{_with_spread(r.latency_ms_batch64, r.extra.get('latency_big_batch'))} | {vs32} | {vs16} | {accuracy_with_interval(r)} | {delta} |"
         )
     return "\n".join([header, *rows])
 
@@ -199,14 +213,29 @@ def write_report(
     lines = ["# Compression workbook: results", ""]
     run_log = list(run_log)
     if run_log:
-        lines += ["## Chapters run", "", "| notebook | status | minutes |", "| --- | --- | ---: |"]
-        lines += [f"| {e['notebook']} | {e['status']} | {e['seconds'] / 60:.1f} |" for e in run_log]
-        lines.append("")
+        lines += ["## Chapters run", "", "| notebook | status | minutes | budget (min) | peak memory (MB) |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for e in run_log:
+            budget = e.get("budget_minutes")
+            over = budget is not None and e["seconds"] / 60 > budget
+            budget_text = "n/a" if budget is None else f"{budget:.1f}" + (" **over budget**" if over else "")
+            rss = e.get("peak_rss_mb")
+            lines.append(f"| {e['notebook']} | {e['status']} | {e['seconds'] / 60:.1f} | {budget_text} | "
+                         f"{'n/a' if rss is None else f'{rss:,.0f}'} |")
+        total = sum(e["seconds"] for e in run_log) / 60
+        lines += ["", f"Total: {total:.1f} minutes for {len(run_log)} chapters. Budgets are full-mode minutes on a 2-core "
+                  "laptop; a chapter over budget is a finding to look into, not a failure.", ""]
     lines += ["## Every technique", ""]
     hardware = next((r.hardware for r in results if r.hardware), "")
     if hardware:
         lines += [f"Measured on: {hardware}", ""]
     lines += [comparison_table(results), ""]
+    sizes = sorted({int(r.extra["test_examples"]) for r in results if r.extra.get("test_examples")})
+    if sizes:
+        lines += [f"Accuracy is measured on {', '.join(map(str, sizes))} held-out test sentences (one sentence = "
+                  f"{100 / sizes[-1]:.2f} points); the brackets give its 95% Wilson interval. Two rows whose intervals "
+                  "overlap are not shown different by this table alone: the chapters compare models on the same "
+                  "sentences with a paired (McNemar) test where they claim a difference.", ""]
     if results:
         fig = tradeoff_chart(results, chart)
         plt.close(fig)

@@ -8,6 +8,12 @@ Each notebook runs in its own kernel with ``notebooks/`` as working directory, t
 ``SMOKE`` parameter injected by papermill, and ``WORKBOOK_RESULTS_DIR`` pointing at the
 results folder. A chapter that fails does not stop the others; the run exits non-zero
 and the report says which chapter failed and where its executed notebook is.
+
+The runner enforces the chapters' claims (``WORKBOOK_ENFORCE_CLAIMS=1``: a full-mode claim
+that does not hold fails its chapter) and records each chapter's minutes and the peak memory
+(resident set size) of its kernel. ``BUDGET_MINUTES`` is each chapter's full-mode time budget
+on a 2-core laptop; the report and the runner's last lines flag a chapter over its budget
+(a benchmark, not a test: no test fails because a machine is slower).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,10 @@ from toolkit import claims, report, runtime
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
+# Full-mode minutes each chapter may take on a 2-core laptop (AMD EPYC without AMX, the slowest
+# machine tried); chapter 1 includes the first fine-tune. Nine chapters must fit in 45 minutes.
+BUDGET_MINUTES = {"01": 4.0, "02": 1.5, "03": 6.0, "04": 9.0, "05": 6.0, "06": 6.0, "07": 6.0, "08": 6.0, "09": 6.0}
+
 
 @dataclass(frozen=True)
 class ChapterRun:
@@ -31,6 +42,41 @@ class ChapterRun:
     status: str  # "ok" or "failed: <error>"
     seconds: float
     output: Path
+    peak_rss_mb: float | None = None  # the kernel's largest resident memory, sampled every 0.2 s
+    budget_minutes: float | None = None
+
+
+class PeakMemory:
+    """Sample the resident memory of this process's children (the notebook kernel) until stopped."""
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s, self.peak_bytes = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil  # a dependency of ipykernel
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            for child in me.children(recursive=True):
+                try:
+                    self.peak_bytes = max(self.peak_bytes, child.memory_info().rss)
+                except psutil.Error:  # the kernel exited between listing and reading
+                    pass
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def megabytes(self) -> float | None:
+        return self.peak_bytes / 2**20 if self.peak_bytes else None
 
 
 def chapters(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -67,9 +113,10 @@ def run_workbook(
     out_dir = Path(out_dir).resolve()
     results_dir = Path(results_dir).resolve() if results_dir else out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
-    saved = {key: os.environ.get(key) for key in (runtime.RESULTS_ENV, runtime.SMOKE_ENV)}
+    saved = {key: os.environ.get(key) for key in (runtime.RESULTS_ENV, runtime.SMOKE_ENV, claims.ENFORCE_ENV)}
     os.environ[runtime.RESULTS_ENV] = str(results_dir)  # inherited by every kernel
     os.environ[runtime.SMOKE_ENV] = "1" if smoke else "0"
+    os.environ[claims.ENFORCE_ENV] = "1"  # a full-mode claim that does not hold fails the chapter
     try:
         runs = _run_chapters(select(names or [], notebooks_dir), out_dir, results_dir, smoke, timeout_s)
     finally:  # leave the caller's environment as it was
@@ -96,22 +143,26 @@ def _run_chapters(notebooks: list[Path], out_dir: Path, results_dir: Path, smoke
         output.parent.mkdir(parents=True, exist_ok=True)
         print(f"running {notebook.name} ({'smoke' if smoke else 'full'} mode) ...", flush=True)
         start = time.perf_counter()
+        memory = PeakMemory()
         try:
-            papermill.execute_notebook(
-                str(notebook),
-                str(output),
-                parameters={"SMOKE": smoke},
-                kernel_name="python3",
-                cwd=str(notebook.parent),
-                progress_bar=False,
-                execution_timeout=timeout_s,
-            )
+            with memory:
+                papermill.execute_notebook(
+                    str(notebook),
+                    str(output),
+                    parameters={"SMOKE": smoke},
+                    kernel_name="python3",
+                    cwd=str(notebook.parent),
+                    progress_bar=False,
+                    execution_timeout=timeout_s,
+                )
             status = "ok"
         except Exception as error:  # papermill raises PapermillExecutionError with the cell's traceback
             status = f"failed: {type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}"
         seconds = time.perf_counter() - start
-        runs.append(ChapterRun(notebook.name, status, seconds, output))
-        print(f"  {status} in {seconds:.0f} s -> {output}", flush=True)
+        budget = None if smoke else BUDGET_MINUTES.get(chapter)
+        runs.append(ChapterRun(notebook.name, status, seconds, output, memory.megabytes, budget))
+        rss = f", peak memory {memory.megabytes:,.0f} MB" if memory.megabytes else ""
+        print(f"  {status} in {seconds:.0f} s{rss} -> {output}", flush=True)
     return runs
 
 
@@ -129,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in failed:
         print(f"FAILED {r.notebook}: {r.status} (see {r.output})", file=sys.stderr)
     total = sum(r.seconds for r in runs)
+    for r in runs:
+        if r.budget_minutes is not None and r.seconds / 60 > r.budget_minutes:
+            print(f"over budget: {r.notebook} took {r.seconds / 60:.1f} min (budget {r.budget_minutes:.1f} min)")
     print(f"{len(runs) - len(failed)} of {len(runs)} chapters ran in {total / 60:.1f} min")
     return 1 if failed else 0
 

@@ -18,6 +18,7 @@ all of them must find the same cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -31,24 +32,56 @@ CACHE_ENV = "WORKBOOK_CACHE"
 RESULTS_ENV = "WORKBOOK_RESULTS_DIR"
 SMOKE_ENV = "WORKBOOK_SMOKE"
 
-# Loggers of libraries that print warnings a reader cannot act on (optional CUDA kernels
-# of torchao that a CPU build lacks, pytree registration notices, "weights newly
-# initialised" reports for the classification head we are about to train).
+# Loggers whose messages a reader cannot act on: "weights newly initialised" reports for the
+# classification head we are about to train, and sentence-transformers' notices.
 _NOISY_LOGGERS = (
-    "torchao",
-    "torch.utils._pytree",
     "transformers.modeling_utils",
     "sentence_transformers",
 )
 
+# What importing torchao prints on a CPU-only torch build, all harmless: "Failed to load
+# .../torchao/_C_mxfp8...so" and "_C_cutlass_90a.abi3.so" (optional CUDA kernels this build
+# cannot load) and torch's _pytree notice that registering Enum constants is deprecated.
+_IMPORT_NOISE_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+@contextlib.contextmanager
+def quiet_loggers(names: tuple[str, ...], level: int = logging.ERROR):
+    """Raise the level of these loggers for the duration of the block, then restore it."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, saved):
+            logger.setLevel(old)
+
+
+def import_torchao_quietly() -> None:
+    """Import torchao once, with its known-harmless CPU-build notices silenced for that import only.
+
+    Later ``import torchao`` statements (a chapter's, transformers') reuse the loaded module and
+    print nothing; torchao's warnings at run time stay visible.
+    """
+    with quiet_loggers(_IMPORT_NOISE_LOGGERS), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is an Enum subclass and is now natively supported.*")
+        try:
+            import torchao  # noqa: F401
+            # transformers imports this one when it loads any model (it checks torchao's formats)
+            import torchao.prototype.mx_formats  # noqa: F401
+        except ImportError:  # pragma: no cover - torchao is a dependency
+            pass
+
 
 def quiet_third_party() -> None:
-    """Lower third-party log levels to ERROR; called on ``import toolkit``."""
+    """Lower chatty third-party loggers to ERROR and turn off transformers' own progress bars;
+    called on ``import toolkit``. Real warnings (``warnings.warn``) stay visible."""
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
     try:  # transformers' own bars ("Loading weights", "Writing shards") are noise here
         from transformers.utils import logging as hf_logging
 
@@ -139,6 +172,33 @@ def save_safetensors_atomically(tensors: dict[str, torch.Tensor], path: str | os
     finally:
         tmp.unlink(missing_ok=True)
     return path.stat().st_size
+
+
+class UnreadableFileError(ValueError):
+    """A file that should be safetensors cannot be read: truncated, not safetensors, or damaged."""
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file, or an error that names the file and ``what`` it should be.
+
+    The library's own messages ("HeaderTooLarge", "invalid JSON in header") do not say which
+    file or what to do; a truncated download or a file of another format gets this instead.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {path} does not exist (expected {what})")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as error:  # safetensors raises SafetensorError / OSError / RuntimeError for broken files
+        raise UnreadableFileError(
+            f"{path} ({path.stat().st_size:,} bytes) cannot be read as {what}: it is truncated, damaged or not a "
+            f"safetensors file ({type(error).__name__}: {error}). Write it again (save it anew)."
+        ) from error
+    return metadata, tensors
 
 
 def setup(seed: int = 0, *, verbose: bool = True) -> None:

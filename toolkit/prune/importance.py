@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from toolkit import layers
 from toolkit.activations import run_with_hooks
 from toolkit.data import Example, batches
 
@@ -27,8 +28,14 @@ DEFAULT_SKIP = ("classifier", "bert.pooler")
 
 
 def prunable_modules(model: torch.nn.Module, modules: Iterable[str] | None = None, skip: Iterable[str] = DEFAULT_SKIP) -> list[str]:
-    """Names of the nn.Linear layers to prune: ``modules`` (checked), or every one not under ``skip``."""
+    """Names of the nn.Linear layers to prune: ``modules`` (checked), or every one not under ``skip``.
+
+    Other weight layers (transformers' ``Conv1D``, convolutions) are not scored: they are named
+    in a warning. Choosing no layer inside the model's blocks is an error.
+    """
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    skipped = layers.left_alone(model, set(linears), conv1d_handled=False)
+    layers.warn_left_alone(skipped, "pruning")
     if modules is not None:
         modules = list(modules)
         unknown = [n for n in modules if n not in linears]
@@ -36,7 +43,9 @@ def prunable_modules(model: torch.nn.Module, modules: Iterable[str] | None = Non
             raise ValueError(f"module names {unknown} are not nn.Linear layers of the model; names look like: {', '.join(linears[:4])}, ...")
         return modules
     skip = tuple(skip)
-    return [n for n in linears if not any(n == s or n.startswith(s + ".") for s in skip)]
+    chosen = [n for n in linears if not any(n == s or n.startswith(s + ".") for s in skip)]
+    layers.require_block_layers(model, chosen, "pruning", skipped)
+    return chosen
 
 
 def _needs_data(criterion: str, tokenizer, examples) -> None:

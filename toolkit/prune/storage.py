@@ -27,11 +27,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from toolkit.quant.fileformat import tensors_sha256
 from toolkit.quant.packing import pack, unpack
-from toolkit.runtime import save_safetensors_atomically
+from toolkit.runtime import read_safetensors, save_safetensors_atomically
 
 FORMAT = "workbook-sparse"
 LAYOUTS = ("csr", "bitmask")
@@ -109,14 +108,10 @@ def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "
 def load_sparse_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``save_sparse`` file back as a dense state dict."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path {path} does not exist")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a {FORMAT} file (format: {metadata.get('format')!r})")
-        layout, shapes = metadata["layout"], json.loads(metadata["sparse_shapes"])
-        raw = {k: handle.get_tensor(k) for k in handle.keys()}
+    metadata, raw = read_safetensors(path, f"a {FORMAT} file (save_sparse)")
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format: {metadata.get('format')!r})")
+    layout, shapes = metadata["layout"], json.loads(metadata["sparse_shapes"])
     if tensors_sha256(raw) != metadata.get("sha256"):
         raise ValueError(f"{path} is corrupted: the sha256 of its tensors does not match the one stored when it was written")
     state = {k: v for k, v in raw.items() if not any(k.startswith(s + ".") for s in shapes)}

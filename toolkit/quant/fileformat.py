@@ -22,13 +22,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
 from toolkit.quant.ptq import _parent, quantized_layers
 from toolkit.quant.spec import QuantSpec
-from toolkit.runtime import save_safetensors_atomically
+from toolkit.runtime import read_safetensors, save_safetensors_atomically
 
 FORMAT = "compression-workbook/quantized"
 FORMAT_VERSION = "1"
@@ -68,26 +66,29 @@ def save_quantized(model: torch.nn.Module, path: str | os.PathLike) -> int:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    return _read(path)[0]
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a quantized model file, with the format and version checked."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no quantized model file at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    metadata, tensors = read_safetensors(path, f"a {FORMAT} file (save_quantized)")
     if metadata.get("format") != FORMAT:
         raise QuantizedFileError(f"{path} is not a {FORMAT} file (format={metadata.get('format')!r})")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise QuantizedFileError(
             f"{path} has format version {metadata.get('format_version')!r}; this toolkit reads version {FORMAT_VERSION}"
         )
-    return metadata
+    return metadata, tensors
 
 
 def load_quantized(path: str | os.PathLike) -> torch.nn.Module:
     """Rebuild the quantized transformers model saved in ``path`` (eval mode, CPU)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    metadata = read_metadata(path)
-    tensors = load_file(str(path))
+    metadata, tensors = _read(path)
     if tensors_sha256(tensors) != metadata.get("sha256"):
         raise QuantizedFileError(f"{path}: tensor contents do not match the sha256 in its metadata (file changed or corrupted)")
     config_dict = json.loads(metadata["config"])

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from toolkit import layers
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
 from toolkit.quant.spec import QuantSpec
 
@@ -49,10 +50,12 @@ def choose_modules(known: Iterable[str], modules: Iterable[str] | None, skip: It
 
 
 def quantizable(model: torch.nn.Module) -> dict[str, str]:
-    """{module name: "linear" or "embedding"} for every layer ``quantize_weights`` can swap."""
+    """{module name: "linear" or "embedding"} for every layer ``quantize_weights`` can swap
+    (``nn.Linear`` and transformers' ``Conv1D``, rewritten as the equivalent Linear, count as linear)."""
     kinds = {}
+    linear = layers.linear_layers(model)
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
+        if name in linear:
             kinds[name] = "linear"
         elif isinstance(module, torch.nn.Embedding):
             kinds[name] = "embedding"
@@ -73,6 +76,10 @@ def quantize_weights(
     ``skip`` names modules to keep in float (default: the classifier head). With
     ``input_spec`` the linear layers also quantize their inputs (static activation
     quantization): run ``calibrate_`` before using the model.
+
+    Layers with a weight matrix that are not linear (convolutions) are left in float, named
+    in a warning and in the returned model's ``skipped_layers`` ({name: why}). Quantizing
+    linear layers of which none lies inside the model's blocks is an error.
     """
     if linear_spec is None and embedding_spec is None:
         raise ValueError("give linear_spec, embedding_spec or both: nothing would be quantized")
@@ -81,17 +88,22 @@ def quantize_weights(
             raise ValueError(f"{name} must be an integer QuantSpec (bits 1-8); got {spec!r}")
     kinds = quantizable(model)
     chosen = choose_modules(kinds, modules, skip, "Linear or Embedding layers")
+    skipped = layers.left_alone(model, set(kinds), conv1d_handled=True)
+    if linear_spec is not None:
+        layers.require_block_layers(model, {n for n in chosen if kinds[n] == "linear"}, "quantize_weights", skipped)
+    layers.warn_left_alone(skipped, "quantize_weights")
 
     def build(name, module):
         if name not in chosen:
             return None
         if kinds[name] == "linear" and linear_spec is not None:
-            return QuantLinear.from_float(module, linear_spec, input_spec)
+            return QuantLinear.from_float(layers.as_linear(module), linear_spec, input_spec)
         if kinds[name] == "embedding" and embedding_spec is not None:
             return QuantEmbedding.from_float(module, embedding_spec)
         return None
 
     result, _ = swap_modules(model, build)
+    result.skipped_layers = skipped
     return result.eval()
 
 

@@ -27,6 +27,8 @@ from typing import Iterable
 
 import torch
 
+from toolkit import layers
+
 from toolkit.quant.affine import as_rows, qparams_from_range
 from toolkit.quant.modules import QuantLinear
 from toolkit.quant.observers import MovingAverageMinMaxObserver
@@ -140,10 +142,21 @@ def prepare_qat(
     modules: Iterable[str] | None = None,
     skip: Iterable[str] = DEFAULT_SKIP,
 ) -> torch.nn.Module:
-    """A copy of ``model`` whose linear layers train with fake quantization (``QATLinear``)."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    chosen = choose_modules(linears, modules, skip, "nn.Linear layers")
-    result, _ = swap_modules(model, lambda name, module: QATLinear(module, spec, input_spec, lsq) if name in chosen else None)
+    """A copy of ``model`` whose linear layers train with fake quantization (``QATLinear``).
+
+    ``nn.Linear`` and transformers' ``Conv1D`` (rewritten as the equivalent Linear) are
+    prepared; other weight layers are named in a warning and in ``skipped_layers`` of the
+    result. Preparing nothing inside the model's blocks is an error.
+    """
+    linears = list(layers.linear_layers(model))
+    chosen = choose_modules(linears, modules, skip, "linear layers (nn.Linear or Conv1D)")
+    skipped = layers.left_alone(model, set(linears), conv1d_handled=True)
+    layers.require_block_layers(model, chosen, "prepare_qat", skipped)
+    layers.warn_left_alone(skipped, "prepare_qat")
+    result, _ = swap_modules(
+        model, lambda name, module: QATLinear(layers.as_linear(module), spec, input_spec, lsq) if name in chosen else None
+    )
+    result.skipped_layers = skipped
     return result
 
 
