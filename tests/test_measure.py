@@ -124,7 +124,7 @@ def test_compare_latency_alternates_and_gives_the_ratio_with_its_spread():
     slow.train()
     result = measure.compare_latency(slow, fast, batch, rounds=5, warmup=1, names=("slow", "fast"))
     assert 1.5 < result.ratio < 2.5 and result.ratio_p10 <= result.ratio <= result.ratio_p90
-    assert (result.rounds, result.batch_size, result.seq_len) == (5, 4, 7)
+    assert (result.rounds, result.workload) == (5, "batch 4 x 7 tokens")
     assert "fast" in str(result) and "5 alternating rounds" in str(result)
     assert slow.training, "the models' modes are restored"
     with pytest.raises(ValueError, match="rounds must be a positive integer"):

@@ -176,7 +176,7 @@ def _claim_notebook(folder: Path) -> Path:
         nbformat.v4.new_code_cell(
             "import toolkit\n"
             "from toolkit.measure import SpeedComparison\n"
-            "slow = SpeedComparison('fp32', 'bf16', 0.5, 0.45, 0.55, 100.0, 200.0, 15, 64, 40, 2)\n"
+            "slow = SpeedComparison('fp32', 'bf16', 0.5, 0.45, 0.55, 100.0, 200.0, 15, 'batch 64 x 40 tokens', 2)\n"
             "verdict = toolkit.claims.speed_claim('bf16-vs-fp32', slow, features=('amx_bf16',), chapter='98', smoke=SMOKE)"
         ),
         nbformat.v4.new_code_cell("print('the chapter finished with verdict', verdict)"),

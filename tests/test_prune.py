@@ -190,3 +190,13 @@ def test_sparse_vs_dense_times_both_and_checks_arguments():
     assert timing["dense_ms"] > 0 and timing["sparse_ms"] > 0 and timing["threads"] >= 1
     with pytest.raises(ValueError, match="tokens must be a positive integer"):
         prune.speed.sparse_vs_dense(w, tokens=0)
+
+
+def test_row_masks_prune_every_output_row_equally():
+    scores = {"a": torch.rand(6, 10, generator=torch.Generator().manual_seed(3))}
+    mask = prune.row_masks(scores, 0.3)["a"]
+    assert torch.equal(mask.sum(dim=1), torch.full((6,), 7.0))  # 10 - round(0.3 * 10) kept in every row
+    for row, kept in zip(scores["a"], mask):
+        assert row[kept == 0].max() <= row[kept == 1].min()  # the lowest scores of each row are the ones removed
+    with pytest.raises(ValueError, match="sparsity must be a number in"):
+        prune.row_masks(scores, 1.0)

@@ -111,7 +111,7 @@ def test_bad_input_is_refused_with_clear_errors():
         QuantSpec(bits=12)
     with pytest.raises(ValueError, match="QAT weights need an integer spec of 2-8 bits"):
         QATLinear(torch.nn.Linear(2, 2), QuantSpec(bits=1))
-    with pytest.raises(ValueError, match=r"module names \['fc9'\] are not nn.Linear layers"):
+    with pytest.raises(ValueError, match=r"module names \['fc9'\] are not linear layers \(nn.Linear or Conv1D\)"):
         prepare_qat(torch.nn.Sequential(torch.nn.Linear(2, 2)), QuantSpec(bits=4), modules=["fc9"])
     with pytest.raises(ValueError, match="LSQ here learns symmetric"):
         lsq_fake_quantize(torch.randn(4), QuantSpec(bits=4, symmetric=False), torch.ones(1))

@@ -152,6 +152,13 @@ SPEED_EXPECTATIONS: dict[str, SpeedExpectation] = {
         direction="at most",
         why="a mask leaves the matrices dense: the same products run, zeros included, on any CPU.",
     ),
+    "csr-vs-dense-at-50": SpeedExpectation(
+        what="torch.sparse.mm with a 50%-sparse CSR weight is slower than the dense product",
+        tiers=(("", 1.0),),
+        direction="at most",
+        why="a CSR kernel reads an index for every non-zero and loses the dense kernel's blocking and vector units; "
+        "at 50% sparsity it still does half the multiply-adds, far less efficiently.",
+    ),
 }
 
 

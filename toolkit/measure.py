@@ -304,15 +304,14 @@ class SpeedComparison:
     baseline_ms: float  # median over rounds
     candidate_ms: float
     rounds: int
-    batch_size: int
-    seq_len: int
+    workload: str  # what was timed, e.g. "batch 64 x 40 tokens"
     threads: int
 
     def __str__(self) -> str:
         return (
             f"{self.candidate} {self.ratio:.2f}x the speed of {self.baseline} (rounds p10-p90 "
-            f"{self.ratio_p10:.2f}-{self.ratio_p90:.2f}; {self.candidate_ms:.1f} vs {self.baseline_ms:.1f} ms median), "
-            f"{self.rounds} alternating rounds at batch {self.batch_size} x {self.seq_len} tokens, {self.threads} threads"
+            f"{self.ratio_p10:.2f}-{self.ratio_p90:.2f}; {self.candidate_ms:.2f} vs {self.baseline_ms:.2f} ms median), "
+            f"{self.rounds} alternating rounds, {self.workload}, {self.threads} threads"
         )
 
     @property
@@ -324,12 +323,50 @@ class SpeedComparison:
         return asdict(self)
 
 
-def _timed_call(model, inputs, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    model(**inputs)
-    sync()
-    return (time.perf_counter() - start) * 1e3
+def compare_calls(
+    baseline_call,
+    candidate_call,
+    *,
+    rounds: int = 15,
+    warmup: int = 2,
+    names: tuple[str, str] = ("baseline", "candidate"),
+    workload: str = "",
+    sync=lambda: None,
+) -> SpeedComparison:
+    """Time two zero-argument callables in alternating rounds (A B, then B A, ...).
+
+    ratio_r = t_baseline,r / t_candidate,r for each round r; the result is the median of the
+    ratios with their 10th-90th percentile, after ``warmup`` untimed calls of each.
+    """
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer; got {rounds!r}")
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer; got {warmup!r}")
+    calls = (baseline_call, candidate_call)
+    for _ in range(warmup):
+        for call in calls:
+            call()
+    times: tuple[list[float], list[float]] = ([], [])
+    for r in range(rounds):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # A B, then B A: a slow drift cancels
+            sync()
+            start = time.perf_counter()
+            calls[i]()
+            sync()
+            times[i].append((time.perf_counter() - start) * 1e3)
+    ratios = sorted(b / c for b, c in zip(*times))
+    return SpeedComparison(
+        baseline=names[0],
+        candidate=names[1],
+        ratio=statistics.median(ratios),
+        ratio_p10=_quantile(ratios, 0.10),
+        ratio_p90=_quantile(ratios, 0.90),
+        baseline_ms=statistics.median(times[0]),
+        candidate_ms=statistics.median(times[1]),
+        rounds=rounds,
+        workload=workload,
+        threads=torch.get_num_threads(),
+    )
 
 
 def compare_latency(
@@ -341,51 +378,28 @@ def compare_latency(
     warmup: int = 2,
     names: tuple[str, str] = ("baseline", "candidate"),
 ) -> SpeedComparison:
-    """Time ``baseline`` and ``candidate`` on the same ``batch`` in alternating rounds (A/B, B/A, ...).
+    """Time ``baseline(**batch)`` and ``candidate(**batch)`` in alternating rounds (``compare_calls``).
 
-    ratio_r = t_baseline,r / t_candidate,r for each round r; the result is the median of the
-    ratios with their 10th-90th percentile. Both models run in eval mode under
-    ``torch.inference_mode`` after ``warmup`` untimed calls each.
+    Both models run in eval mode under ``torch.inference_mode`` on their own devices; their
+    training flags are restored afterwards.
     """
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer; got {rounds!r}")
-    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer; got {warmup!r}")
     models = (baseline, candidate)
     devices = [next(m.parameters()).device for m in models]
     inputs = [{k: v.to(d) for k, v in batch.items() if k != "labels"} for d in devices]
     sync = torch.cuda.synchronize if any(d.type == "cuda" for d in devices) else (lambda: None)
     modes = [m.training for m in models]
+    batch_size, seq_len = inputs[0]["input_ids"].shape  # (batch, seq)
     for m in models:
         m.eval()
-    times: tuple[list[float], list[float]] = ([], [])
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                for m, x in zip(models, inputs):
-                    m(**x)
-            for r in range(rounds):
-                order = (0, 1) if r % 2 == 0 else (1, 0)  # A B, then B A: drift cancels
-                for i in order:
-                    times[i].append(_timed_call(models[i], inputs[i], sync))
+            return compare_calls(
+                lambda: baseline(**inputs[0]), lambda: candidate(**inputs[1]), rounds=rounds, warmup=warmup,
+                names=names, workload=f"batch {batch_size} x {seq_len} tokens", sync=sync,
+            )
     finally:
         for m, mode in zip(models, modes):
             m.train(mode)
-    ratios = sorted(b / c for b, c in zip(*times))
-    batch_size, seq_len = inputs[0]["input_ids"].shape  # (batch, seq)
-    return SpeedComparison(
-        baseline=names[0],
-        candidate=names[1],
-        ratio=statistics.median(ratios),
-        ratio_p10=_quantile(ratios, 0.10),
-        ratio_p90=_quantile(ratios, 0.90),
-        baseline_ms=statistics.median(times[0]),
-        candidate_ms=statistics.median(times[1]),
-        rounds=rounds,
-        batch_size=int(batch_size),
-        seq_len=int(seq_len),
-        threads=torch.get_num_threads(),
-    )
 
 
 # ----------------------------------------------------------------------------- uncertainty

@@ -9,10 +9,10 @@
 
 from toolkit.prune.apply import apply_masks, apply_masks_, remove_masks_, sparsity_report
 from toolkit.prune.importance import CRITERIA, importance, prunable_modules
-from toolkit.prune.masks import check_sparsity, global_masks, kept_overlap, local_masks, nm_masks
+from toolkit.prune.masks import check_sparsity, global_masks, kept_overlap, local_masks, nm_masks, row_masks
 from toolkit.prune import speed, storage  # noqa: F401
 
 __all__ = [
     "CRITERIA", "apply_masks", "apply_masks_", "check_sparsity", "global_masks", "importance", "kept_overlap",
-    "local_masks", "nm_masks", "prunable_modules", "remove_masks_", "sparsity_report",
+    "local_masks", "nm_masks", "prunable_modules", "remove_masks_", "row_masks", "sparsity_report",
 ]

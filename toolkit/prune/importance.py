@@ -5,12 +5,16 @@ For a linear layer y = x W^T with W of shape (out, in):
 - **magnitude**:   S = |W|  (p=1) or W^2 (p=2). Element-wise the two rank weights identically;
   they differ once weights are scored in groups (rows, heads: Chapter 7).
 - **gradient**:    S = sum_b |dL_b/dW|, accumulated over batches b: how sensitive the loss is.
-- **taylor**:      S = sum_b |W * dL_b/dW|, the first-order Taylor estimate of the loss change
-  when a weight is set to zero (L(W - w e) ~ L(W) - w dL/dw). Accumulated per batch in absolute
-  value: at a converged model the average gradient is near zero, the per-batch ones are not.
-- **activation** (Wanda, Sun et al. 2023): S_ij = |W_ij| * ||x_j||_2, where x_j is the j-th
-  input feature over every real token (padding excluded): a small weight on a large input
-  can matter more than a large weight on an input that is nearly always zero.
+- **taylor**:      S = sum_b |W * dL_b/dW|, a first-order *sensitivity*. The first-order
+  *prediction* of the loss change when w is set to zero is L(W - w e) - L(W) ~ -w * sum_b dL_b/dw,
+  a signed number; at a converged model the summed gradient is near zero and that prediction is
+  mostly noise, while the per-batch terms are not. Summing |w g_b| over batches measures how
+  strongly the loss reacts to the weight, batch by batch; that is the score used here.
+- **activation**: S_ij = |W_ij| * ||x_j||_2, the score of Wanda (Sun et al. 2023), where x_j is the
+  j-th input feature over every real token (padding excluded): a small weight on a large input
+  can matter more than a large weight on an input that is nearly always zero. Wanda ranks these
+  scores within each output row (``row_masks``); local and global masks rank them per layer or
+  over the whole model instead, and Chapter 6 compares the three.
 """
 
 from __future__ import annotations

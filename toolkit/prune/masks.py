@@ -1,6 +1,9 @@
 """Which weights to keep. A mask is a 0/1 float tensor of the weight's shape (1 = keep).
 
 - **local**:  every layer loses the same fraction s: in each layer, drop the s*n lowest scores.
+- **per row**: every output row of every layer loses the same fraction s: in each row of W (out, in),
+  drop the s*in lowest scores. This is how Wanda (Sun et al. 2023) compares weights: only with the
+  other weights that feed the same output.
 - **global**: one threshold t for all layers together, the (s*N)-th smallest of all N scores;
   drop every weight whose score is <= t. Layers whose scores are small lose more.
 - **N:M**:    in every group of M consecutive weights along the input dimension keep the N with
@@ -33,6 +36,20 @@ def local_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, t
         n_keep = s.numel() - round(sparsity * s.numel())
         mask = torch.zeros(s.numel())
         mask[s.flatten().float().topk(n_keep, sorted=False).indices] = 1.0
+        masks[name] = mask.reshape(s.shape)
+    return masks
+
+
+def row_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Per output row: keep the round((1 - s) * in) highest scores of every row (exactly)."""
+    sparsity = check_sparsity(sparsity)
+    _check_scores(scores)
+    masks = {}
+    for name, s in scores.items():
+        rows = s.reshape(s.shape[0], -1).float()  # (out, in)
+        n_keep = rows.shape[1] - round(sparsity * rows.shape[1])
+        mask = torch.zeros_like(rows)
+        mask.scatter_(1, rows.topk(n_keep, dim=1, sorted=False).indices, 1.0)  # (out, n_keep) positions set to 1
         masks[name] = mask.reshape(s.shape)
     return masks
 

@@ -8,24 +8,11 @@ some sparsity: the crossover, which depends on the CPU, the shape and the librar
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 
 import torch
 
 from toolkit.prune.masks import check_sparsity
-
-
-def _median_ms(fn, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def random_sparse(out_features: int, in_features: int, sparsity: float, seed: int = 0) -> torch.Tensor:
@@ -38,15 +25,24 @@ def random_sparse(out_features: int, in_features: int, sparsity: float, seed: in
     return w
 
 
-def sparse_vs_dense(weight: torch.Tensor, tokens: int = 1024, warmup: int = 3, repeats: int = 15) -> dict[str, float]:
-    """Median ms of W @ x dense and with W as CSR (torch.sparse.mm), x of shape (in, tokens)."""
-    if not isinstance(tokens, int) or tokens < 1:
+def sparse_vs_dense(weight: torch.Tensor, tokens: int = 1024, warmup: int = 3, repeats: int = 15) -> dict:
+    """y = W x dense against ``torch.sparse.mm`` with W in CSR, x of shape (in, tokens), timed in
+    ``repeats`` alternating rounds (``toolkit.measure.compare_calls``).
+
+    Returns the two medians in ms, ``speedup`` (dense time / sparse time, the median of the
+    per-round ratios), the thread count and the whole ``SpeedComparison`` under ``"comparison"``.
+    """
+    from toolkit.measure import compare_calls
+
+    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
         raise ValueError(f"tokens must be a positive integer; got {tokens!r}")
     x = torch.randn(weight.shape[1], tokens, generator=torch.Generator().manual_seed(1))  # (in, tokens)
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         csr = weight.to_sparse_csr()
+    workload = f"W {weight.shape[0]}x{weight.shape[1]} at {1 - csr.values().numel() / weight.numel():.0%} sparsity @ x {weight.shape[1]}x{tokens}"
     with torch.inference_mode():
-        dense_ms = _median_ms(lambda: weight @ x, warmup, repeats)  # (out, tokens)
-        sparse_ms = _median_ms(lambda: torch.sparse.mm(csr, x), warmup, repeats)
-    return {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms, "threads": torch.get_num_threads()}
+        comparison = compare_calls(lambda: weight @ x, lambda: torch.sparse.mm(csr, x), rounds=repeats, warmup=warmup,
+                                   names=("dense", "CSR"), workload=workload)  # (out, tokens) each
+    return {"dense_ms": comparison.baseline_ms, "sparse_ms": comparison.candidate_ms, "speedup": comparison.ratio,
+            "threads": comparison.threads, "comparison": comparison}

@@ -25,6 +25,12 @@ from toolkit.quant.spec import QuantSpec
 
 BACKENDS = ("torch-dynamic", "torchao-int8")
 
+# What torch 2.13 says whenever torch.ao's int8 modules are built; the workbook uses them knowingly.
+TORCH_AO_DEPRECATIONS = (
+    r".*torch\.ao\.quantization.*deprecated.*",
+    r".*quantized tensor creation functions.*deprecated.*",
+)
+
 
 def check_backend(spec: QuantSpec, backend: str) -> None:
     """Raise if ``backend`` has no kernel for weights quantized with ``spec``."""
@@ -78,8 +84,9 @@ def to_torch_dynamic(model: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(module, QuantLinear):
             return None
         check_backend(module.spec, "torch-dynamic")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
+        with warnings.catch_warnings():  # torch 2.13 deprecates torch.ao's quantized tensors: known, and said in Chapter 3
+            for message in TORCH_AO_DEPRECATIONS:
+                warnings.filterwarnings("ignore", message=message)
             fast = DynamicLinear(module.in_features, module.out_features, bias_=module.bias is not None, dtype=torch.qint8)
             fast.set_weight_bias(_torch_quantized_weight(module), None if module.bias is None else module.bias.detach().float())
         return fast
