@@ -77,3 +77,17 @@ def test_each_chapter_is_compared_with_its_own_baselines():
     table = report.comparison_table(rows)
     assert "| 03 | bf16 | 0.0 | 2.00x | 4.0 | 100.0 | 2.00x | 1.00x | 92.0% | +0.0 pts |" in table
     assert "| 01 | fp32 | 0.0 | 1.00x | 5.0 | 400.0 | 1.00x | 0.25x | 90.0% | +0.0 pts |" in table  # no bf16 in 01: the first one found
+
+
+def test_tables_give_the_accuracy_interval_and_the_report_the_run_log(tmp_path):
+    fp32 = make("fp32", 90_000_000, 0.933, 4.0, 180.0)
+    fp32.extra["test_examples"] = 450
+    table = report.comparison_table([fp32])
+    assert "accuracy (95% CI)" in table and "| 93.3% (90.6-95.3) |" in table
+    report.record(fp32, tmp_path)
+    log = [{"notebook": "01_overview.ipynb", "status": "ok", "seconds": 600.0, "peak_rss_mb": 912.4, "budget_minutes": 4.0},
+           {"notebook": "02_x.ipynb", "status": "ok", "seconds": 30.0, "peak_rss_mb": None, "budget_minutes": None}]
+    text = report.write_report(tmp_path, tmp_path / "report.md", log).read_text()
+    assert "| 01_overview.ipynb | ok | 10.0 | 4.0 **over budget** | 912 |" in text
+    assert "| 02_x.ipynb | ok | 0.5 | n/a | n/a |" in text
+    assert "one sentence = 0.22 points" in text

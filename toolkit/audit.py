@@ -9,7 +9,8 @@ quantitative word must be one of:
   the register names a piece of the claim's statement, and the audit finds it in the code;
 - ``definition``: a definition, a formula, or a fact that holds on any machine by construction
   (the int8 range, 6.02 dB per bit, what a mask stores), or a statement of what a section does;
-- ``plan``: a time estimate for the reader (reading and compute minutes).
+- ``plan``: a time estimate for the reader (reading and compute minutes);
+- ``quiz``: a quiz title or answer option, right or wrong on purpose, explained by the quiz itself.
 
 ``tests/prose_register.json`` holds the verdict for every such sentence, keyed by notebook and
 the sentence's start; ``tests/test_prose.py`` fails on a new unregistered sentence, on a
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTER = ROOT / "tests" / "prose_register.json"
-KINDS = ("claim", "definition", "plan")
+KINDS = ("claim", "definition", "plan", "quiz")
 
 COMPARATIVE = re.compile(
     r"\b(faster|slower|fastest|slowest|better|worse|best|worst|more|less|fewer|most|least|larger|smaller|"

@@ -10,8 +10,11 @@ from toolkit.exercises import Exercise, Quiz, register
 
 
 def packed_weight_bytes(num_values: int, bits: int, group_size: int, scale_bytes: int = 4) -> int:
-    """Bytes of one weight stored as packed codes plus one scale per group (symmetric: no zero-points)."""
-    return math.ceil(num_values * bits / 8) + (num_values // group_size) * scale_bytes
+    """Bytes of one weight stored as packed codes plus one scale per group (symmetric: no zero-points).
+
+    Both counts round up: the last byte may be partly filled, and a last, partial group still needs its scale.
+    """
+    return math.ceil(num_values * bits / 8) + math.ceil(num_values / group_size) * scale_bytes
 
 
 def output_sqnr_db(weight: torch.Tensor, weight_hat: torch.Tensor, x: torch.Tensor) -> float:
@@ -40,10 +43,12 @@ register(
             ((1536 * 384, 4, 32), packed_weight_bytes(1536 * 384, 4, 32)),
             ((1536 * 384, 2, 128), packed_weight_bytes(1536 * 384, 2, 128)),
             ((1000, 3, 8), packed_weight_bytes(1000, 3, 8)),
+            ((100, 4, 32), packed_weight_bytes(100, 4, 32)),  # 3 full groups and a partial one: 4 scales
             ((30522 * 384, 8, 384), packed_weight_bytes(30522 * 384, 8, 384)),
         ),
         hint="Codes: num_values * bits bits, rounded up to whole bytes (math.ceil(... / 8)). Scales: one "
-        "per group, num_values // group_size of them, each scale_bytes long. Add the two.",
+        "per group, math.ceil(num_values / group_size) of them (a last partial group needs one too), each "
+        "scale_bytes long. Add the two.",
     )
 )
 
