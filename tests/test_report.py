@@ -91,3 +91,12 @@ def test_tables_give_the_accuracy_interval_and_the_report_the_run_log(tmp_path):
     assert "| 01_overview.ipynb | ok | 10.0 | 4.0 **over budget** | 912 |" in text
     assert "| 02_x.ipynb | ok | 0.5 | n/a | n/a |" in text
     assert "one sentence = 0.22 points" in text
+
+
+def test_a_disturbed_timing_is_marked_noisy():
+    quiet, busy = make("fp32", 90_000_000, 0.93, 4.0, 180.0), make("bf16", 45_000_000, 0.93, 4.0, 800.0)
+    quiet.extra["latency_big_batch"] = {"p10_ms": 178.0, "p90_ms": 185.0}
+    busy.extra["latency_big_batch"] = {"p10_ms": 186.0, "p90_ms": 1036.0}
+    table = report.comparison_table([quiet, busy])
+    assert "180.0 (178.0-185.0) |" in table and "800.0 (186.0-1036.0) ⚠ |" in table
+    assert "something else used the CPU" in table

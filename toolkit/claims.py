@@ -192,9 +192,8 @@ def speed_claim(
         print(f"• claim not applicable on this CPU (no {needed}): {statement} [{comparison}]\n  {expectation.why}")
         return "not applicable"
     feature, threshold = tier
-    where = f"On a CPU with {feature}, " if feature else ""
-    what = expectation.what[0].upper() + expectation.what[1:] if not where else expectation.what
-    statement = f"{where}{what} (A/B ratio {expectation.direction} {threshold:g}x)"
+    where = f"On a CPU with {feature}" if feature else "On any CPU"
+    statement = f"{where}, {expectation.what} (A/B ratio {expectation.direction} {threshold:g}x)"
     evidence = str(comparison)
     if expectation.direction == "at least":
         holds = comparison.ratio >= threshold

@@ -110,11 +110,19 @@ def _find(results: Sequence[Result], technique: str, chapter: str | None = None)
     return same or next((r for r in results if r.technique == technique), None)
 
 
+NOISY_SPREAD = 1.5  # p90 / p10 above this: the timing was disturbed
+
+
+def _noisy(latency: dict | None) -> bool:
+    return bool(latency) and latency["p90_ms"] > NOISY_SPREAD * latency["p10_ms"]
+
+
 def _with_spread(median: float, latency: dict | None) -> str:
-    """'12.3 (11.9-13.0)': the median, then the 10th-90th percentile spread when it was recorded."""
+    """'12.3 (11.9-13.0)': the median, then the 10th-90th percentile spread when it was recorded;
+    a ⚠ marks a spread wider than NOISY_SPREAD (something else used the CPU during the timing)."""
     if not latency:
         return f"{median:.1f}"
-    return f"{median:.1f} ({latency['p10_ms']:.1f}-{latency['p90_ms']:.1f})"
+    return f"{median:.1f} ({latency['p10_ms']:.1f}-{latency['p90_ms']:.1f})" + (" ⚠" if _noisy(latency) else "")
 
 
 def accuracy_with_interval(result: Result) -> str:
@@ -156,6 +164,11 @@ def comparison_table(results: Sequence[Result]) -> str:
             f"{_with_spread(r.latency_ms_batch1, r.extra.get('latency_batch1'))} | "
             f"{_with_spread(r.latency_ms_batch64, r.extra.get('latency_big_batch'))} | {vs32} | {vs16} | {accuracy_with_interval(r)} | {delta} |"
         )
+    if any(_noisy(r.extra.get(k)) for r in results for k in ("latency_batch1", "latency_big_batch")):
+        rows.append("")
+        rows.append(f"⚠ a latency whose 10th-90th percentile spread exceeds {NOISY_SPREAD}x: something else used the CPU while "
+                    "it was timed, and speed-ups computed from it mislead. The chapters' speed claims use A/B-interleaved "
+                    "ratios (toolkit.measure.compare_latency), which such noise disturbs far less.")
     return "\n".join([header, *rows])
 
 

@@ -115,4 +115,13 @@ def to_torchao_int8(model: torch.nn.Module, compile: bool = False) -> torch.nn.M
     result = dequantize_model(model)
     chosen = set(names)
     quantize_(result, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda module, fqn: fqn in chosen)
-    return torch.compile(result, dynamic=True) if compile else result
+    if not compile:
+        return result
+    compiled = torch.compile(result, dynamic=True)
+    # Compile now, on a small batch, with one known notice silenced: torch's AOT cache says torchao's
+    # Int8Tensor "does not implement _stable_hash_for_caching" (it only means no on-disk cache entry).
+    ids = torch.ones(2, 8, dtype=torch.long)
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
+        compiled(input_ids=ids, attention_mask=torch.ones_like(ids))
+    return compiled
