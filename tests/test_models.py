@@ -130,3 +130,29 @@ def test_fine_tune_calls_on_step_after_every_step_in_training_mode(tokenizer, sp
     fine_tune_(model, tokenizer, splits.train, FineTuneConfig(epochs=2, train_limit=40, batch_size=16), progress=False, on_step=on_step)
     assert seen == [(1, True), (2, True), (3, True), (4, True), (5, True), (6, True)]
     assert not model.training
+
+
+def test_distillation_loss_is_zero_kl_against_itself_and_pulls_the_student_to_the_teacher(tokenizer, splits):
+    import copy
+
+    from toolkit.data import batches
+    from toolkit.train import distillation_loss, fine_tune_
+
+    teacher = models.sentiment_classifier(smoke=True, progress=False)
+    batch = next(iter(batches(tokenizer, splits.train[:8], batch_size=8)))
+    same = copy.deepcopy(teacher).eval()
+    with torch.no_grad():
+        assert distillation_loss(teacher, 2.0, ce_weight=0.0)(same, batch).abs() < 1e-6  # KL(p || p) = 0
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.classifier.bias.add_(torch.tensor([4.0, -4.0]))  # a student that disagrees with its teacher
+    for name, p in student.named_parameters():
+        p.requires_grad_(name.startswith("classifier"))  # only the head learns: a quick, certain test
+    before = distillation_loss(teacher, 2.0, ce_weight=0.0)(student.eval(), batch).item()
+    fine_tune_(student, tokenizer, splits.train[:64], FineTuneConfig(epochs=1, learning_rate=0.3, batch_size=8, warmup_fraction=0.0),
+               progress=False, loss_fn=distillation_loss(teacher, 2.0, ce_weight=0.0))
+    with torch.no_grad():
+        after = distillation_loss(teacher, 2.0, ce_weight=0.0)(student.eval(), batch).item()
+    assert after < 0.5 * before, (before, after)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        distillation_loss(teacher, 0.0)

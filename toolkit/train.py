@@ -2,7 +2,8 @@
 
 The loop is deliberately plain PyTorch: AdamW, a linear learning-rate schedule with a
 short warm-up, cross-entropy through the model's own ``labels`` argument, and a progress
-bar per epoch. Later chapters reuse it to retrain pruned or fake-quantized models.
+bar per epoch. Later chapters reuse it to retrain pruned or fake-quantized models, with the
+full model as a teacher (``distillation_loss``) where that helps.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -48,6 +50,33 @@ class FineTuneConfig:
         return asdict(self)
 
 
+def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_weight: float = 0.5) -> Callable:
+    """A loss for ``fine_tune_(..., loss_fn=...)`` that lets ``teacher`` guide the model (Hinton et al. 2015):
+
+        L = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)) + ce_weight · CE(z_s, y)
+
+    z_t, z_s are the teacher's and the student's logits. The temperature T > 1 softens both
+    distributions, so the student also learns how the teacher ranks the wrong classes; T²
+    keeps the KL term's gradients on the scale of the cross-entropy's. The teacher runs in
+    eval mode without gradients and is never changed.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive; got {temperature!r}")
+    if not ce_weight >= 0:
+        raise ValueError(f"ce_weight must be zero or positive; got {ce_weight!r}")
+    teacher.eval()
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(**batch)
+        with torch.no_grad():
+            teacher_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (batch, labels)
+        kl = F.kl_div(F.log_softmax(out.logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
+                      log_target=True, reduction="batchmean")
+        return temperature**2 * kl + ce_weight * out.loss
+
+    return loss_fn
+
+
 @dataclass(frozen=True)
 class EpochLog:
     epoch: int
@@ -65,12 +94,14 @@ def fine_tune_(
     device: torch.device | str | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
 ) -> list[EpochLog]:
     """Fine-tune ``model`` in place (hence the trailing ``_``); return one log per epoch.
 
     ``on_step(step)`` is called after every optimizer step (step counts from 1 over all
     epochs): QAT uses it to freeze observers or to record validation accuracy mid-epoch. The
-    model is put back in training mode after it.
+    model is put back in training mode after it. ``loss_fn(model, batch)`` replaces the
+    cross-entropy (e.g. ``distillation_loss(teacher)``).
 
     Per step: loss = cross_entropy(model(x).logits, y); w <- AdamW(w, dL/dw, lr_t), where
     lr_t rises linearly over the warm-up steps and then falls linearly to zero.
@@ -95,7 +126,7 @@ def fine_tune_(
         )
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss  # cross-entropy over the labels in the batch
+            loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss  # default: cross-entropy
             loss.backward()
             optimizer.step()
             scheduler.step()
