@@ -152,3 +152,23 @@ def test_mcnemar_counts_only_discordant_sentences():
     assert (result.only_a, result.only_b) == (8, 0) and abs(result.p_value - 2 * 0.5**8) < 1e-12
     with pytest.raises(ValueError, match="equal length"):
         measure.mcnemar(a, b[:5])
+
+
+def test_compare_calls_reports_what_other_processes_used():
+    import subprocess
+    import sys
+
+    quiet = measure.compare_calls(lambda: sum(range(20_000)), lambda: sum(range(10_000)), rounds=40, warmup=1)
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        busy = measure.compare_calls(lambda: time.sleep(0.01), lambda: time.sleep(0.005), rounds=40, warmup=1)
+    finally:
+        hog.kill()
+    assert 0.0 <= quiet.other_load <= 1.0
+    import os
+
+    assert busy.other_load > 0.5 / (os.cpu_count() or 1), busy  # one busy loop: about one core's share of the machine
+    assert "other processes used" in str(busy)

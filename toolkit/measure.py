@@ -306,12 +306,14 @@ class SpeedComparison:
     rounds: int
     workload: str  # what was timed, e.g. "batch 64 x 40 tokens"
     threads: int
+    other_load: float = 0.0  # share of the machine's CPU time other processes used during the rounds (0..1)
 
     def __str__(self) -> str:
         return (
             f"{self.candidate} {self.ratio:.2f}x the speed of {self.baseline} (rounds p10-p90 "
             f"{self.ratio_p10:.2f}-{self.ratio_p90:.2f}; {self.candidate_ms:.2f} vs {self.baseline_ms:.2f} ms median), "
-            f"{self.rounds} alternating rounds, {self.workload}, {self.threads} threads"
+            f"{self.rounds} alternating rounds, {self.workload}, {self.threads} threads; "
+            f"other processes used {self.other_load:.0%} of the CPU meanwhile"
         )
 
     @property
@@ -337,6 +339,12 @@ def compare_calls(
 
     ratio_r = t_baseline,r / t_candidate,r for each round r; the result is the median of the
     ratios with their 10th-90th percentile, after ``warmup`` untimed calls of each.
+
+    Alternation protects the ratio from slow drifts, not from a CPU shared with another busy
+    process: two torch threads on two cores, one of them also running something else, make
+    every parallel step wait for the slower thread, and that changes the ratio itself. So the
+    result also says how much of the machine's CPU time *other* processes used meanwhile
+    (``other_load``); speed claims treat a busy machine as inconclusive.
     """
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer; got {rounds!r}")
@@ -346,6 +354,7 @@ def compare_calls(
     for _ in range(warmup):
         for call in calls:
             call()
+    start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     times: tuple[list[float], list[float]] = ([], [])
     for r in range(rounds):
         for i in ((0, 1) if r % 2 == 0 else (1, 0)):  # A B, then B A: a slow drift cancels
@@ -355,6 +364,8 @@ def compare_calls(
             sync()
             times[i].append((time.perf_counter() - start) * 1e3)
     ratios = sorted(b / c for b, c in zip(*times))
+    machine, mine = (end - begin for end, begin in zip(_cpu_seconds(), start_cpu))
+    capacity = (time.perf_counter() - start_wall) * (os.cpu_count() or 1)
     return SpeedComparison(
         baseline=names[0],
         candidate=names[1],
@@ -366,7 +377,22 @@ def compare_calls(
         rounds=rounds,
         workload=workload,
         threads=torch.get_num_threads(),
+        other_load=min(1.0, max(0.0, (machine - mine) / capacity)) if capacity > 0 else 0.0,
     )
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds this process has used), from psutil.
+
+    Busy = all CPU time except idle and I/O wait (guest time is already inside user time). Their
+    difference over an interval is what *other* processes took while we were timing.
+    """
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    me = psutil.Process().cpu_times()
+    return busy, me.user + me.system
 
 
 def compare_latency(
