@@ -66,13 +66,15 @@ def _save(entry: dict, results_dir: Path | None) -> None:
     os.replace(tmp, path)
 
 
-def _notice(statement: str, evidence: str, why: str) -> str:
+def _notice(statement: str, evidence: str, why: str, enforced: bool = True) -> str:
+    after = ("The chapter goes on. Under `make workbook` (the runner) this statement is enforced and would stop the run."
+             if enforced else "The chapter goes on; the runner records such a measurement as inconclusive, not as a failure.")
     return (
         "\n┌─ Notice: this run did not confirm one of the chapter's statements\n"
         f"│  statement: {statement}\n"
         f"│  measured here: {evidence}\n"
         f"│  {why}\n"
-        "│  The chapter goes on. Under `make workbook` (the runner) this statement is enforced and would stop the run.\n"
+        f"│  {after}\n"
         "└─"
     )
 
@@ -219,7 +221,7 @@ def speed_claim(
                "across the threshold: the timing was disturbed. Close other programs and rerun the cell. ")
     _save({"chapter": chapter, "statement": statement, "verdict": verdict, "evidence": evidence, "smoke": smoke}, results_dir)
     print(f"⚠ claim {verdict}: {statement} [{evidence}]")
-    print(_notice(statement, evidence, why + expectation.why))
+    print(_notice(statement, evidence, why + expectation.why, enforced=False))
     return "inconclusive"
 
 

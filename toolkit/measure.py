@@ -147,12 +147,13 @@ class Latency:
     batch_size: int
     seq_len: int
     threads: int
+    other_load: float = 0.0  # share of the machine's CPU time other processes used meanwhile (0..1)
 
     def __str__(self) -> str:
         return (
             f"{self.median_ms:.2f} ms median (p10-p90 {self.p10_ms:.2f}-{self.p90_ms:.2f}) at "
             f"batch {self.batch_size} x {self.seq_len} tokens, {self.repeats} repeats, "
-            f"{self.threads} threads"
+            f"{self.threads} threads; other processes used {self.other_load:.0%} of the CPU"
         )
 
     def as_dict(self) -> dict:
@@ -189,12 +190,16 @@ def latency(
     times = []
     with torch.inference_mode():
         for step in range(warmup + repeats):
+            if step == warmup:
+                start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
             sync()
             start = time.perf_counter()
             model(**inputs)
             sync()
             if step >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
+    machine, mine = (end - begin for end, begin in zip(_cpu_seconds(), start_cpu))
+    capacity = (time.perf_counter() - start_wall) * (os.cpu_count() or 1)
     model.train(was_training)
     times.sort()
     batch_size, seq_len = inputs["input_ids"].shape  # (batch, seq)
@@ -207,6 +212,7 @@ def latency(
         batch_size=int(batch_size),
         seq_len=int(seq_len),
         threads=torch.get_num_threads(),
+        other_load=min(1.0, max(0.0, (machine - mine) / capacity)) if capacity > 0 else 0.0,
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from toolkit import runtime
+from toolkit.claims import BUSY_LOAD  # other processes' share of the CPU above which a timing is not trusted
 
 TECHNIQUES: dict[str, str] = {
     "fp32": "float32 baseline: the fine-tuned classifier as trained",
@@ -114,7 +115,8 @@ NOISY_SPREAD = 1.5  # p90 / p10 above this: the timing was disturbed
 
 
 def _noisy(latency: dict | None) -> bool:
-    return bool(latency) and latency["p90_ms"] > NOISY_SPREAD * latency["p10_ms"]
+    """A timing with a wide spread, or taken while other processes used much of the CPU."""
+    return bool(latency) and (latency["p90_ms"] > NOISY_SPREAD * latency["p10_ms"] or latency.get("other_load", 0.0) > BUSY_LOAD)
 
 
 def _with_spread(median: float, latency: dict | None) -> str:
@@ -166,9 +168,9 @@ def comparison_table(results: Sequence[Result]) -> str:
         )
     if any(_noisy(r.extra.get(k)) for r in results for k in ("latency_batch1", "latency_big_batch")):
         rows.append("")
-        rows.append(f"⚠ a latency whose 10th-90th percentile spread exceeds {NOISY_SPREAD}x: something else used the CPU while "
-                    "it was timed, and speed-ups computed from it mislead. The chapters' speed claims use A/B-interleaved "
-                    "ratios (toolkit.measure.compare_latency), which such noise disturbs far less.")
+        rows.append(f"⚠ a latency whose 10th-90th percentile spread exceeds {NOISY_SPREAD}x, or taken while other processes used "
+                    f"more than {BUSY_LOAD:.0%} of the CPU: speed-ups computed from it mislead. The chapters' speed claims use "
+                    "A/B-interleaved ratios (toolkit.measure.compare_latency) and are inconclusive on a busy machine.")
     return "\n".join([header, *rows])
 
 
@@ -255,7 +257,16 @@ def write_report(
         lines += [f"![size, latency and accuracy of every technique]({chart.name})", ""]
     claim_rows = claims.load_claims(folder)
     if claim_rows:
-        lines += ["## Claims checked", "", "| chapter | claim | verdict | evidence |", "| --- | --- | --- | --- |"]
+        lines += ["## Claims checked", ""]
+        counts = {}
+        for c in claim_rows:
+            kind = c["verdict"].split(":")[0].split(" (")[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        lines += [f"{len(claim_rows)} claims: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) + ".", ""]
+        if any(k.startswith("inconclusive") for k in counts):
+            lines += ["⚠ An inconclusive speed claim was timed while other processes used the CPU (or its rounds straddled "
+                      "the threshold): rerun that chapter on a quiet machine before quoting its speed.", ""]
+        lines += ["| chapter | claim | verdict | evidence |", "| --- | --- | --- | --- |"]
         for c in claim_rows:
             lines.append(f"| {c['chapter']} | {c['statement']} | {c['verdict']} | {c['evidence']} |")
         lines.append("")
