@@ -158,16 +158,16 @@ def test_compare_calls_reports_what_other_processes_used():
     import subprocess
     import sys
 
-    quiet = measure.compare_calls(lambda: sum(range(20_000)), lambda: sum(range(10_000)), rounds=40, warmup=1)
+    short = measure.compare_calls(lambda: sum(range(2_000)), lambda: sum(range(1_000)), rounds=5, warmup=1)
+    assert short.other_load is None and "not measurable" in str(short)  # a few ms: clock ticks are 10 ms
     hog = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
     try:
         import time
 
         time.sleep(0.3)
-        busy = measure.compare_calls(lambda: time.sleep(0.01), lambda: time.sleep(0.005), rounds=40, warmup=1)
+        busy = measure.compare_calls(lambda: time.sleep(0.02), lambda: time.sleep(0.01), rounds=50, warmup=1)  # 1.5 s
     finally:
         hog.kill()
-    assert 0.0 <= quiet.other_load <= 1.0
     import os
 
     assert busy.other_load > 0.5 / (os.cpu_count() or 1), busy  # one busy loop: about one core's share of the machine

@@ -206,7 +206,7 @@ def speed_claim(
     else:
         holds = comparison.ratio <= threshold
         straddles = comparison.ratio_p10 <= threshold
-    busy = getattr(comparison, "other_load", 0.0) > BUSY_LOAD
+    busy = (getattr(comparison, "other_load", None) or 0.0) > BUSY_LOAD
     if holds or smoke or not (straddles or busy):
         claim(statement, holds, evidence=evidence, chapter=chapter, smoke=smoke, results_dir=results_dir, why=expectation.why)
         return "holds" if holds else "does not hold"

@@ -147,13 +147,13 @@ class Latency:
     batch_size: int
     seq_len: int
     threads: int
-    other_load: float = 0.0  # share of the machine's CPU time other processes used meanwhile (0..1)
+    other_load: float | None = None  # share of the machine's CPU time other processes used meanwhile (0..1)
 
     def __str__(self) -> str:
         return (
             f"{self.median_ms:.2f} ms median (p10-p90 {self.p10_ms:.2f}-{self.p90_ms:.2f}) at "
             f"batch {self.batch_size} x {self.seq_len} tokens, {self.repeats} repeats, "
-            f"{self.threads} threads; other processes used {self.other_load:.0%} of the CPU"
+            f"{self.threads} threads; {_load_text(self.other_load)}"
         )
 
     def as_dict(self) -> dict:
@@ -198,8 +198,7 @@ def latency(
             sync()
             if step >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
-    machine, mine = (end - begin for end, begin in zip(_cpu_seconds(), start_cpu))
-    capacity = (time.perf_counter() - start_wall) * (os.cpu_count() or 1)
+    other_load = _other_load(start_wall, start_cpu)
     model.train(was_training)
     times.sort()
     batch_size, seq_len = inputs["input_ids"].shape  # (batch, seq)
@@ -212,7 +211,7 @@ def latency(
         batch_size=int(batch_size),
         seq_len=int(seq_len),
         threads=torch.get_num_threads(),
-        other_load=min(1.0, max(0.0, (machine - mine) / capacity)) if capacity > 0 else 0.0,
+        other_load=other_load,
     )
 
 
@@ -312,14 +311,13 @@ class SpeedComparison:
     rounds: int
     workload: str  # what was timed, e.g. "batch 64 x 40 tokens"
     threads: int
-    other_load: float = 0.0  # share of the machine's CPU time other processes used during the rounds (0..1)
+    other_load: float | None = None  # share of the machine's CPU time other processes used during the rounds (0..1)
 
     def __str__(self) -> str:
         return (
             f"{self.candidate} {self.ratio:.2f}x the speed of {self.baseline} (rounds p10-p90 "
             f"{self.ratio_p10:.2f}-{self.ratio_p90:.2f}; {self.candidate_ms:.2f} vs {self.baseline_ms:.2f} ms median), "
-            f"{self.rounds} alternating rounds, {self.workload}, {self.threads} threads; "
-            f"other processes used {self.other_load:.0%} of the CPU meanwhile"
+            f"{self.rounds} alternating rounds, {self.workload}, {self.threads} threads; {_load_text(self.other_load)}"
         )
 
     @property
@@ -370,8 +368,7 @@ def compare_calls(
             sync()
             times[i].append((time.perf_counter() - start) * 1e3)
     ratios = sorted(b / c for b, c in zip(*times))
-    machine, mine = (end - begin for end, begin in zip(_cpu_seconds(), start_cpu))
-    capacity = (time.perf_counter() - start_wall) * (os.cpu_count() or 1)
+    other_load = _other_load(start_wall, start_cpu)
     return SpeedComparison(
         baseline=names[0],
         candidate=names[1],
@@ -383,7 +380,7 @@ def compare_calls(
         rounds=rounds,
         workload=workload,
         threads=torch.get_num_threads(),
-        other_load=min(1.0, max(0.0, (machine - mine) / capacity)) if capacity > 0 else 0.0,
+        other_load=other_load,
     )
 
 
@@ -399,6 +396,26 @@ def _cpu_seconds() -> tuple[float, float]:
     busy = sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
     me = psutil.Process().cpu_times()
     return busy, me.user + me.system
+
+
+# CPU times come in clock ticks (10 ms): over a window shorter than this many CPU-seconds, one
+# tick more or less would move the share by several percent, so the share is not reported.
+MIN_LOAD_WINDOW_S = 1.0
+
+
+def _other_load(start_wall: float, start_cpu: tuple[float, float]) -> float | None:
+    """Share (0..1) of the machine's CPU time used by other processes since ``start_wall``; None if too short to tell."""
+    machine, mine = (end - begin for end, begin in zip(_cpu_seconds(), start_cpu))
+    capacity = (time.perf_counter() - start_wall) * (os.cpu_count() or 1)  # CPU-seconds the machine had
+    if capacity < MIN_LOAD_WINDOW_S:
+        return None
+    return min(1.0, max(0.0, (machine - mine) / capacity))
+
+
+def _load_text(other_load: float | None) -> str:
+    if other_load is None:
+        return "other processes' CPU use not measurable over so short a timing"
+    return f"other processes used {other_load:.0%} of the CPU meanwhile"
 
 
 def compare_latency(

@@ -116,7 +116,7 @@ NOISY_SPREAD = 1.5  # p90 / p10 above this: the timing was disturbed
 
 def _noisy(latency: dict | None) -> bool:
     """A timing with a wide spread, or taken while other processes used much of the CPU."""
-    return bool(latency) and (latency["p90_ms"] > NOISY_SPREAD * latency["p10_ms"] or latency.get("other_load", 0.0) > BUSY_LOAD)
+    return bool(latency) and (latency["p90_ms"] > NOISY_SPREAD * latency["p10_ms"] or (latency.get("other_load") or 0.0) > BUSY_LOAD)
 
 
 def _with_spread(median: float, latency: dict | None) -> str:
