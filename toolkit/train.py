@@ -64,12 +64,14 @@ def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_wei
         raise ValueError(f"temperature must be positive; got {temperature!r}")
     if not ce_weight >= 0:
         raise ValueError(f"ce_weight must be zero or positive; got {ce_weight!r}")
-    teacher.eval()
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(**batch)
+        was_training = teacher.training
+        teacher.eval()  # no dropout in the teacher; its mode is restored right after
         with torch.no_grad():
             teacher_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (batch, labels)
+        teacher.train(was_training)
         kl = F.kl_div(F.log_softmax(out.logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
                       log_target=True, reduction="batchmean")
         return temperature**2 * kl + ce_weight * out.loss
