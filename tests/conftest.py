@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# pytest's --basetemp (pyproject.toml) lives in build/, which a fresh clone does not have yet
+(ROOT / "build").mkdir(exist_ok=True)
 
 # Set before any kernel starts (nbval and papermill kernels inherit the environment).
 os.environ["HF_HUB_OFFLINE"] = "1"
