@@ -139,3 +139,29 @@ def test_structure_importance_scores_every_head_and_neuron_and_leaves_the_model_
     assert (scores["heads"][~torch.isnan(scores["heads"])] > 0).all() and (scores["ffn"] >= 0).all()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in pruned.parameters()) and not pruned.training
+
+
+def test_lowest_across_layers_ranks_the_whole_model_and_never_empties_a_layer():
+    scores = torch.tensor([[0.3, 0.1, 0.9, 0.5], [0.05, 0.02, 0.01, float("nan")]])
+    # the 3 best of the model are all in layer 0; layer 1 still keeps its best structure
+    assert st.lowest_across_layers(scores, 3) == {0: [1], 1: [1, 2]}
+    assert st.lowest_across_layers(scores, 7) == {0: [], 1: []}
+    with pytest.raises(ValueError, match=r"keep must be an integer in \[1, 7\] \(structures in the whole model\)"):
+        st.lowest_across_layers(scores, 8)
+
+
+def test_torch_pruning_reaches_the_same_shapes_and_leaves_the_model_alone():
+    from toolkit.prune.library import torch_pruning_heads_and_ffn
+
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = torch_pruning_heads_and_ffn(model, {"input_ids": IDS, "attention_mask": MASK}, heads=2, ffn=32)
+    assert result.error == "" and result.model is not None
+    assert st.heads_per_layer(result.model) == [2, 2, 2] and st.ffn_sizes(result.model) == [32, 32, 32]
+    assert result.model.bert.embeddings.word_embeddings.weight.shape == (120, 32)  # the hidden size stays
+    assert logits(result.model).shape == (3, 2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"heads must be an integer in \[1, 4\]"):
+        torch_pruning_heads_and_ffn(model, {"input_ids": IDS}, heads=0, ffn=32)
+    with pytest.raises(ValueError, match=r"ffn must be an integer in \[1, 64\]"):
+        torch_pruning_heads_and_ffn(model, {"input_ids": IDS}, heads=2, ffn=65)

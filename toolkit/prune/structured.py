@@ -248,6 +248,26 @@ def lowest(scores: torch.Tensor, keep: Mapping[int, int] | int) -> dict[int, lis
     return removed
 
 
+
+def lowest_across_layers(scores: torch.Tensor, keep: int) -> dict[int, list[int]]:
+    """Like ``lowest``, but ranked across all layers: the ``keep`` highest scores of the whole model stay.
+
+    Layers whose structures score low lose more of them (a per-layer allocation decided by the
+    scores); every layer keeps at least its best structure, so the total kept may exceed ``keep``
+    by at most one per layer.
+    """
+    present = scores[~torch.isnan(scores)]
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 < keep <= present.numel():
+        raise ValueError(f"keep must be an integer in [1, {present.numel()}] (structures in the whole model); got {keep!r}")
+    threshold = present.sort(descending=True).values[keep - 1]  # the keep-th highest score
+    removed = {}
+    for i, row in enumerate(scores):
+        values = row[~torch.isnan(row)]
+        kept = (values >= threshold)
+        kept[values.argmax()] = True  # never empty a layer
+        removed[i] = torch.nonzero(~kept).flatten().tolist()
+    return removed
+
 # ----------------------------------------------------------------------------- file
 def shapes(model: torch.nn.Module) -> dict[str, list[int]]:
     """What a pruned model's config cannot say: heads and FFN neurons in every layer."""

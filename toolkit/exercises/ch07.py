@@ -1,0 +1,188 @@
+"""Chapter 7 exercises: the rows a head owns; an FFN neuron cut by hand; a layer's multiply-adds; filters kept in a residual stage."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from toolkit.exercises import Exercise, Quiz, register
+
+
+def head_rows(heads: list, head_size: int) -> torch.Tensor:
+    """Rows of W_q, W_k, W_v (and columns of W_o) that belong to ``heads``: h*d_h ... (h+1)*d_h - 1 for each h, sorted."""
+    return torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in sorted(heads)])
+
+
+def remove_ffn_neuron(w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor, j: int):
+    """Neuron j of an FFN: row j of W_in (f, d), entry j of b_in (f,), column j of W_out (d, f). Returns the three without it."""
+    keep = [i for i in range(w_in.shape[0]) if i != j]
+    return w_in[keep], b_in[keep], w_out[:, keep]
+
+
+def layer_macs(d: int, heads: int, head_size: int, ffn: int) -> int:
+    """Multiply-adds per token of one encoder layer's linear layers: q, k, v, o (4 d H d_h) and the FFN (2 d f)."""
+    return 4 * d * heads * head_size + 2 * d * ffn
+
+
+def stage_kept_filters(writer_norms: list, keep: float) -> torch.Tensor:
+    """Channels of a residual stream kept by the L1 criterion: s_c = sum over writers of ||W[c]||_1, top ceil(keep * C), sorted."""
+    total = sum(writer_norms)
+    k = max(1, math.ceil(keep * total.numel() - 1e-9))
+    return total.topk(k).indices.sort().values
+
+
+_g = torch.Generator().manual_seed(7)
+_W_IN, _B_IN, _W_OUT = torch.randn(6, 4, generator=_g), torch.randn(6, generator=_g), torch.randn(4, 6, generator=_g)
+_NORMS = [torch.tensor([1.0, 9.0, 2.0, 3.0]), torch.tensor([5.0, 0.5, 0.2, 4.0]), torch.tensor([0.1, 0.2, 0.3, 0.4])]
+
+register(
+    Exercise(
+        name="07.head_rows",
+        title="Exercise 7.1 (the rows a head owns)",
+        reference=head_rows,
+        cases=(
+            (([0, 2], 4), torch.tensor([0, 1, 2, 3, 8, 9, 10, 11])),
+            (([3], 32), torch.arange(96, 128)),
+            (([5, 1], 2), torch.tensor([2, 3, 10, 11])),
+        ),
+        hint="Head h's query is rows h*d_h to (h+1)*d_h - 1 of W_q (out, in). Concatenate "
+        "torch.arange(h * head_size, (h + 1) * head_size) over the heads, in increasing order of h.",
+    )
+)
+
+register(
+    Exercise(
+        name="07.remove_ffn_neuron",
+        title="Exercise 7.3 (an FFN neuron cut by hand)",
+        reference=remove_ffn_neuron,
+        cases=(
+            ((_W_IN, _B_IN, _W_OUT, 2), remove_ffn_neuron(_W_IN, _B_IN, _W_OUT, 2)),
+            ((_W_IN, _B_IN, _W_OUT, 0), (_W_IN[1:], _B_IN[1:], _W_OUT[:, 1:])),
+            ((_W_IN, _B_IN, _W_OUT, 5), (_W_IN[:5], _B_IN[:5], _W_OUT[:, :5])),
+        ),
+        hint="Neuron j is computed by row j of W_in (f, d) and its bias b_in[j], and read by column j of W_out (d, f). "
+        "Keep the other indices: keep = [i for i in range(f) if i != j]; return w_in[keep], b_in[keep], w_out[:, keep].",
+    )
+)
+
+register(
+    Exercise(
+        name="07.layer_macs",
+        title="Exercise 7.2 (a layer's multiply-adds per token)",
+        reference=layer_macs,
+        cases=(((384, 12, 32, 1536), 1_769_472), ((384, 6, 32, 768), 884_736), ((4, 1, 2, 3), 56)),
+        hint="A linear layer (in -> out) costs in * out multiply-adds per token. q, k and v map d -> H d_h, the attention "
+        "output maps H d_h -> d: 4 d H d_h. The FFN maps d -> f -> d: 2 d f.",
+    )
+)
+
+register(
+    Exercise(
+        name="07.stage_kept_filters",
+        title="Exercise 7.4 (filters kept in a residual stage)",
+        reference=stage_kept_filters,
+        cases=(
+            ((_NORMS, 0.5), torch.tensor([1, 3])),
+            ((_NORMS, 0.75), torch.tensor([0, 1, 3])),
+            ((_NORMS[:1], 0.25), torch.tensor([1])),
+        ),
+        hint="Every writer adds into the same channels, so a channel's score is the sum of its L1 norms over the "
+        "writers: s = sum(writer_norms). Keep k = ceil(keep * C) channels: s.topk(k).indices, then sort them.",
+    )
+)
+
+register(
+    Quiz(
+        name="07.mask_vs_surgery",
+        question="Chapter 6 zeroed half of every weight matrix with a mask; this chapter removed half the heads and FFN "
+        "neurons. Why is only the second one faster?",
+        choices={
+            "a": "Because heads matter less than single weights.",
+            "b": "Because removing heads and neurons makes the matrices smaller, so the same dense kernels do fewer "
+            "multiply-adds; a mask keeps every matrix its full size.",
+            "c": "Because the pruned model was also distilled.",
+        },
+        answer="b",
+        explanations={
+            "a": "Importance decides accuracy, not speed. Speed comes from the shapes of the matrix products.",
+            "b": "A zero in a dense matrix still costs a multiply-add; a removed row costs nothing.",
+            "c": "Distillation changes the weights' values, not their shapes, so it cannot change the speed.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="07.scaling",
+        question="After removing 6 of the 12 heads of a layer, what happens to the attention scaling 1/sqrt(d_h)?",
+        choices={
+            "a": "It stays: every kept head still has d_h = 32 dimensions, only their number changed.",
+            "b": "It becomes 1/sqrt(d_h / 2), because the layer has half the heads.",
+            "c": "It becomes 1/sqrt(6), one over the root of the number of heads.",
+        },
+        answer="a",
+        explanations={
+            "a": "The scaling normalises one head's dot product q·k over its d_h dimensions; a head that stays is unchanged.",
+            "b": "The head size does not change; only num_attention_heads and all_head_size do.",
+            "c": "The scaling depends on the head size, never on the number of heads.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="07.flops_vs_speed",
+        question="A pruned model keeps exactly half the encoder's linear multiply-adds. Why is it usually less than 2x faster?",
+        choices={
+            "a": "The timer is inaccurate.",
+            "b": "Part of the time is not in those linear layers (embeddings, layer norms, softmax, GELU, residual adds, the "
+            "pooler and classifier), and smaller matrix products run a little less efficiently.",
+            "c": "Pruning adds work to every forward pass.",
+        },
+        answer="b",
+        explanations={
+            "a": "The ratio is the median of alternating rounds, a robust measurement; the gap is real.",
+            "b": "Amdahl's law: only the part you shrink gets faster. The chapter's table of predicted vs measured speed-ups shows the gap.",
+            "c": "A pruned model is an ordinary, smaller model: no masks or hooks run.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="07.residual_groups",
+        question="In a ResNet stage, why must output channel c of every block's last convolution be removed together?",
+        choices={
+            "a": "Because the blocks add their outputs into the same residual stream, x + F(x): channel c of one block is "
+            "added to channel c of the others, so the shapes must agree.",
+            "b": "Because convolutions share their weights across blocks.",
+            "c": "They need not: each block can keep different channels.",
+        },
+        answer="a",
+        explanations={
+            "a": "Residual additions tie the channels of a stage into one group; removing c means removing it from every writer and reader.",
+            "b": "Each block has its own weights; it is the addition, not sharing, that couples them.",
+            "c": "Then x + F(x) would add tensors with different channels: a shape error, or silently wrong channels.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="07.two_four",
+        question="You prune every linear layer to 2:4 sparsity (two zeros in every four weights). What does it buy on this CPU?",
+        choices={
+            "a": "A 2x speed-up, since half the multiply-adds are zeros.",
+            "b": "Nothing in speed: the matrices are still dense. 2:4 is accelerated by GPU sparse tensor cores "
+            "(NVIDIA Ampere and later), where PyTorch's semi-structured sparse tensors use it.",
+            "c": "A smaller file, automatically.",
+        },
+        answer="b",
+        explanations={
+            "a": "Only hardware with 2:4 kernels skips the zeros; a CPU's dense kernels multiply them like any other number.",
+            "b": "N:M is structured for the hardware, not for the shapes: the matrix keeps its size on a CPU.",
+            "c": "A dense file stores the zeros; a compressed layout (values plus 2-bit positions) would be needed.",
+        },
+    )
+)
