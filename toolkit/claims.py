@@ -41,10 +41,6 @@ ENFORCE_ENV = "WORKBOOK_ENFORCE_CLAIMS"
 BUSY_LOAD = 0.15
 
 
-# Measured on a Xeon with AMX (see Chapter 7): with bf16 matrix tiles, halving the products gains less.
-BF16_HALF_WITH_AMX = 1.3
-
-
 class ClaimFailed(AssertionError):
     """A chapter's key statement is contradicted by its own full-mode measurements."""
 
@@ -183,7 +179,7 @@ SPEED_EXPECTATIONS: dict[str, SpeedExpectation] = {
     ),
     "structured-half-bf16-vs-bf16": SpeedExpectation(
         what="cast to bf16, the half MiniLM is faster than the bf16 baseline at batch 64",
-        tiers=(("amx_bf16", BF16_HALF_WITH_AMX), ("avx512_bf16", 1.6)),
+        tiers=(("amx_bf16", 1.5), ("avx512_bf16", 1.6)),  # AMX: 1.65x measured (p10 1.52) on a 2-core Xeon
         direction="at least",
         why="with native bf16 products the matrix products still halve; with AMX they are so fast that the parts that do "
         "not shrink (layer norms, softmax, GELU, embeddings) take a larger share of the time.",
