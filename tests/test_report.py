@@ -106,3 +106,30 @@ def test_a_timing_on_a_busy_machine_is_marked_even_with_a_tight_spread():
     row = make("fp32", 90_000_000, 0.93, 4.0, 1072.0)
     row.extra["latency_big_batch"] = {"p10_ms": 1069.6, "p90_ms": 1076.5, "other_load": 0.5}
     assert "1072.0 (1069.6-1076.5) ⚠ |" in report.comparison_table([row])
+
+
+def test_pareto_front_keeps_what_nothing_beats_on_both_axes():
+    points = [(10.0, 0.90), (5.0, 0.90), (5.0, 0.85), (2.0, 0.80), (20.0, 0.93), (3.0, 0.79)]
+    # (10, .90) is beaten by (5, .90); (5, .85) by (5, .90); (3, .79) by (2, .80)
+    assert report.pareto_front(points) == [3, 1, 4]
+    assert report.pareto_front([(1.0, 0.5)]) == [0]
+
+
+def test_chart_and_best_tradeoffs_show_each_technique_once(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    monkeypatch.setitem(report.TECHNIQUES, "int8", "test row")
+    monkeypatch.setitem(report.TECHNIQUES, "int2", "test row")
+    rows = [make("fp32", 4000, 0.93, 5.0, 400.0), make("bf16", 2000, 0.93, 4.0, 120.0), make("int8", 1000, 0.92, 3.0, 150.0),
+            make("int2", 500, 0.54, 3.0, 160.0)]
+    results = rows + [make("fp32", 4000, 0.93, 5.0, 410.0, chapter="03")]
+    assert [r.chapter for r in report.one_per_technique(results) if r.technique == "fp32"] == ["01"]
+    fig = report.tradeoff_chart(results, tmp_path / "chart.png")
+    low, high = fig.axes[0].get_ylim()
+    assert low > 54 and high < 95, "a 54% outlier must not stretch the accuracy axis"
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert labels.count("fp32") == 2 and any(t.startswith("int2 (54%)") for t in labels)
+    text = report.best_tradeoffs(results)
+    assert "**size**: int2 (0.0 MB, 54.0%) → int8" in text and "bf16 (0.0 MB, 93.0%)" in text
+    assert "latency at batch 64**: bf16 (120.0 ms, 93.0%)" in text

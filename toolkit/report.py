@@ -174,30 +174,70 @@ def comparison_table(results: Sequence[Result]) -> str:
     return "\n".join([header, *rows])
 
 
-def tradeoff_chart(results: Sequence[Result], path: Path | None = None):
-    """Two panels: accuracy vs size on disk, and accuracy vs latency at batch 64.
+def one_per_technique(results: Sequence[Result]) -> list[Result]:
+    """One record per technique: the baselines (fp32, bf16) from the first chapter that measured them,
+    every other technique from its first record. Full-mode records win over smoke records."""
+    chosen: dict[str, Result] = {}
+    for r in sorted(results, key=lambda r: (r.smoke, r.chapter)):
+        chosen.setdefault(r.technique, r)
+    return [r for r in results if chosen.get(r.technique) is r]
 
-    Points up and to the left are better. Returns the matplotlib figure; saves it to
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, accuracy) that no other point beats on both: cost as low or lower
+    and accuracy as high or higher, one of them strictly. Sorted by cost."""
+    front = []
+    for i, (cost, acc) in enumerate(points):
+        dominated = any(c <= cost and a >= acc and (c < cost or a > acc) for j, (c, a) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+OUTLIER_POINTS = 15.0  # accuracies more than this many points below fp32 are drawn at the chart's lower edge
+
+
+def tradeoff_chart(results: Sequence[Result], path: Path | None = None):
+    """Two panels: accuracy vs size on disk, and accuracy vs latency at batch 64, one point per technique.
+
+    Points up and to the left are better; the line joins each panel's Pareto front (nothing is
+    both smaller/faster and more accurate than a point on it). Only the front and the fp32/bf16
+    baselines are labelled. Accuracies far below fp32 would flatten the axis for everything else,
+    so they sit on the lower edge as a ▼ with their value. Returns the figure; saves it to
     ``path`` (PNG) when given.
     """
     import matplotlib.pyplot as plt  # imported here: the toolkit stays usable without a display
 
-    fig, (ax_size, ax_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, r in enumerate(results):
-        for ax, x in ((ax_size, r.megabytes), (ax_time, r.latency_ms_batch64)):
-            ax.scatter(x, r.accuracy * 100, s=60, zorder=3, color=colors[i % len(colors)])
-            # stagger labels vertically so that points at the same place stay readable
-            ax.annotate(r.technique, (x, r.accuracy * 100), textcoords="offset points",
-                        xytext=(6, 4 - 11 * (i % 3)), fontsize=9, color=colors[i % len(colors)])
-    ax_size.set_xlabel("size on disk (MB, safetensors file)")
-    ax_time.set_xlabel("latency at batch 64 (ms, median)")
-    ax_size.set_ylabel("test accuracy (%)")
-    for ax in (ax_size, ax_time):
+    shown = one_per_technique(results)
+    fp32 = next((r for r in shown if r.technique == "fp32"), None)
+    top = max(r.accuracy * 100 for r in shown)
+    reference = fp32.accuracy * 100 if fp32 else top
+    floor = reference - OUTLIER_POINTS
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for ax, cost, label in ((axes[0], lambda r: r.megabytes, "size on disk (MB, the file written)"),
+                            (axes[1], lambda r: r.latency_ms_batch64, "latency at batch 64 (ms, median)")):
+        points = [(cost(r), r.accuracy * 100) for r in shown]
+        front = pareto_front(points)
+        ax.plot([points[i][0] for i in front], [max(points[i][1], floor) for i in front], color="tab:blue", alpha=0.5,
+                drawstyle="steps-post", zorder=2, label="Pareto front")
+        for i, (r, (x, y)) in enumerate(zip(shown, points)):
+            baseline = r.technique in ("fp32", "bf16")
+            outlier = y < floor
+            ax.scatter(x, max(y, floor), s=70 if (i in front or baseline) else 25, zorder=3,
+                       marker="v" if outlier else ("s" if baseline else "o"),
+                       color="black" if baseline else ("tab:blue" if i in front else "tab:gray"))
+            if i in front or baseline or outlier:
+                text = r.technique + (f" ({y:.0f}%)" if outlier else "")
+                ax.annotate(text, (x, max(y, floor)), textcoords="offset points", xytext=(5, 5 if i % 2 else -11),
+                            fontsize=8, color="black" if baseline else "tab:blue")
+        ax.set_xlabel(label)
         ax.grid(alpha=0.3)
         ax.set_xlim(left=0)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_ylim(floor - 1, top + 1)
+    axes[0].legend(loc="lower right", fontsize=8)
     hardware = next((r.hardware for r in results if r.hardware), "")
-    fig.suptitle("Size, speed and accuracy of every technique measured so far")
+    fig.suptitle(f"Size, speed and accuracy: {len(shown)} techniques, the Pareto front labelled")
     if hardware:
         fig.text(0.5, -0.02, hardware, ha="center", fontsize=7, wrap=True)
     fig.tight_layout()
@@ -206,6 +246,19 @@ def tradeoff_chart(results: Sequence[Result], path: Path | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
+
+
+def best_tradeoffs(results: Sequence[Result]) -> str:
+    """Markdown: the Pareto fronts of size vs accuracy and of batch-64 latency vs accuracy."""
+    shown = one_per_technique(results)
+    if not shown:
+        return "_no results recorded yet_"
+    lines = []
+    for what, cost, unit in (("size", lambda r: r.megabytes, "MB"), ("latency at batch 64", lambda r: r.latency_ms_batch64, "ms")):
+        front = pareto_front([(cost(r), r.accuracy) for r in shown])
+        lines.append(f"- **{what}**: " + " → ".join(
+            f"{shown[i].technique} ({cost(shown[i]):.1f} {unit}, {shown[i].accuracy:.1%})" for i in front))
+    return "\n".join(lines)
 
 
 def write_report(
@@ -255,6 +308,10 @@ def write_report(
         fig = tradeoff_chart(results, chart)
         plt.close(fig)
         lines += [f"![size, latency and accuracy of every technique]({chart.name})", ""]
+        lines += ["## Best trade-offs", "", "Techniques that nothing else beats on both cost and accuracy (the Pareto front), "
+                  "from the cheapest to the most accurate. Latencies are medians taken one after the other, so small "
+                  "differences between them mean little; the chapters' A/B ratios are the careful comparison.", "",
+                  best_tradeoffs(results), ""]
     claim_rows = claims.load_claims(folder)
     if claim_rows:
         lines += ["## Claims checked", ""]

@@ -1,0 +1,98 @@
+"""The deployable artifact (toolkit.deploy): save, verify, load, predict, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from toolkit import deploy, models
+from toolkit.prune import structured
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return models.tokenizer()
+
+
+@pytest.fixture(scope="module")
+def classifier_model(tokenizer):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2,
+                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model = BertForSequenceClassification(config).eval()
+    return structured.prune_structures(model, heads={0: [1]}, neurons={1: list(range(10))})  # uneven shapes
+
+
+TEXTS = ["great phone, works perfectly", "awful battery, broke in a week", "ok"]
+
+
+def test_round_trip_gives_the_same_predictions(tmp_path, classifier_model, tokenizer):
+    manifest = deploy.save(classifier_model, tokenizer, tmp_path / "artifact", card={"limits": "English reviews only."})
+    assert set(manifest["files"]) >= {"model.safetensors", "tokenizer.json", "README.md"}
+    loaded = deploy.load(tmp_path / "artifact")
+    batch = tokenizer(TEXTS, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.inference_mode():
+        expected = classifier_model(**batch).logits
+    torch.testing.assert_close(loaded.logits(TEXTS), expected)
+    predictions = loaded.predict(TEXTS)
+    assert [p.label for p in predictions] == [["negative", "positive"][i] for i in expected.argmax(-1).tolist()]
+    assert all(0.5 <= p.probability <= 1 for p in predictions)
+    assert structured.heads_per_layer(loaded.model) == [3, 4]
+    card = (tmp_path / "artifact" / "README.md").read_text()
+    assert "English reviews only." in card and "negative, positive" in card
+
+
+def test_bfloat16_artifact_runs_in_bfloat16(tmp_path, classifier_model, tokenizer):
+    deploy.save(classifier_model, tokenizer, tmp_path / "bf16", dtype="bfloat16")
+    loaded = deploy.load(tmp_path / "bf16")
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+    assert loaded.logits(TEXTS).dtype == torch.float32
+
+
+def test_a_changed_or_incomplete_artifact_is_refused(tmp_path, classifier_model, tokenizer):
+    folder = tmp_path / "artifact"
+    deploy.save(classifier_model, tokenizer, folder)
+    with open(folder / "tokenizer.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(deploy.ArtifactError, match="tokenizer.json changed since the artifact was written"):
+        deploy.load(folder)
+    deploy.save(classifier_model, tokenizer, folder, overwrite=True)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(deploy.ArtifactError, match="model.safetensors is missing"):
+        deploy.load(folder)
+    with pytest.raises(deploy.ArtifactError, match="no artifact.json"):
+        deploy.load(tmp_path)
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, classifier_model, tokenizer):
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16; got 'int3'"):
+        deploy.save(classifier_model, tokenizer, tmp_path / "a", dtype="int3")
+    with pytest.raises(ValueError, match="unknown model card field"):
+        deploy.save(classifier_model, tokenizer, tmp_path / "a", card={"speed": "fast"})
+    deploy.save(classifier_model, tokenizer, tmp_path / "a")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        deploy.save(classifier_model, tokenizer, tmp_path / "a")
+    with pytest.raises(TypeError, match="list of strings"):
+        deploy.load(tmp_path / "a").predict("one sentence")
+    assert not list(tmp_path.glob(".*tmp*")), "no staging folder is left behind"
+
+
+def test_command_line_classifies_and_reports_errors(tmp_path, classifier_model, tokenizer):
+    deploy.save(classifier_model, tokenizer, tmp_path / "artifact")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-m", "toolkit.deploy", str(tmp_path / "artifact"), "--json", *TEXTS[:2]],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["text"] for line in lines] == TEXTS[:2] and {line["label"] for line in lines} <= {"negative", "positive"}
+    missing = subprocess.run([sys.executable, "-m", "toolkit.deploy", str(tmp_path / "nothing"), "hi"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert missing.returncode == 2 and "no artifact.json" in missing.stderr

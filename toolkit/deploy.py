@@ -1,0 +1,192 @@
+"""A compressed classifier as one folder you can copy to another machine, and the runtime that serves it.
+
+The folder holds everything needed to classify sentences, and nothing from this workbook's cache:
+
+- ``model.safetensors``: the weights, with every layer's shape in the metadata (``save_pruned``), so a
+  model whose heads or FFN neurons were removed is rebuilt exactly;
+- the tokenizer's files (``tokenizer.json``, ``vocab.txt``, ...) from ``tokenizer.save_pretrained``;
+- ``artifact.json``: the format, the dtype to run in, the truncation length, the labels, and the
+  SHA-256 and size of every file (checked on every load);
+- ``README.md``: a model card (what the model is, how it was compressed, what was measured where,
+  and its limits).
+
+Use it from Python::
+
+    classifier = toolkit.deploy.load("build/artifact")
+    classifier.predict(["great phone", "awful battery"])  # [Prediction(label='positive', probability=0.98, ...), ...]
+
+or from a shell: ``python -m toolkit.deploy build/artifact "great phone" "awful battery"``.
+
+The folder is written next to its final place and renamed into it only when complete, so a
+crash never leaves half an artifact behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+ARTIFACT_FORMAT = "compression-workbook/classifier-artifact"
+ARTIFACT_VERSION = 1
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+WEIGHTS = "model.safetensors"
+MANIFEST = "artifact.json"
+CARD = "README.md"
+
+
+class ArtifactError(ValueError):
+    """A folder that is not a complete, unchanged classifier artifact."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    text: str
+    label: str
+    probability: float  # of the predicted label, softmax over the logits
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
+    lines = [f"# {card.get('title', 'Sentiment classifier (compressed MiniLM)')}", ""]
+    lines += [card.get("description", "A binary sentiment classifier for short English review sentences."), ""]
+    lines += [f"- labels: {', '.join(manifest['labels'])}", f"- runs in: {manifest['dtype']}",
+              f"- inputs are truncated to {manifest['max_length']} tokens", ""]
+    for heading in ("compression", "measurements", "limits"):
+        if card.get(heading):
+            lines += [f"## {heading.capitalize()}", "", card[heading].strip(), ""]
+    lines += ["## Use", "", "```python", "import toolkit.deploy", f"classifier = toolkit.deploy.load(\"<this folder>\")",
+              "classifier.predict([\"great phone\", \"awful battery\"])", "```", ""]
+    return "\n".join(lines)
+
+
+def save(
+    model: torch.nn.Module,
+    tokenizer,
+    folder: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    max_length: int = 64,
+    card: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write ``model`` (a BERT-layout sequence classifier, pruned or not) and ``tokenizer`` as an artifact folder.
+
+    ``dtype`` is what the runtime casts the model to after loading (accepted: float32, bfloat16);
+    ``card`` may hold ``title``, ``description``, ``compression``, ``measurements`` and ``limits``
+    (Markdown) for the model card. Returns the manifest. ``model`` is not changed.
+    """
+    from toolkit.prune.structured import save_pruned
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an integer of at least 2; got {max_length!r}")
+    unknown = sorted(set(card or {}) - {"title", "description", "compression", "measurements", "limits"})
+    if unknown:
+        raise ValueError(f"unknown model card field(s) {unknown}; accepted: title, description, compression, measurements, limits")
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} already exists; pass overwrite=True to replace it")
+    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        save_pruned(model, staging / WEIGHTS)
+        tokenizer.save_pretrained(staging)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "dtype": dtype, "max_length": max_length,
+                    "labels": labels}
+        (staging / CARD).write_text(_card(manifest, card or {}))
+        manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                             for p in sorted(staging.iterdir()) if p.is_file()}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+class Classifier:
+    """A loaded artifact: ``predict(texts)`` and ``logits(texts)``."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, manifest: Mapping):
+        self.model, self.tokenizer, self.manifest = model.eval(), tokenizer, dict(manifest)
+        self.labels: list[str] = list(manifest["labels"])
+
+    @torch.inference_mode()
+    def logits(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Logits (len(texts), labels) in float32."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings (wrap a single sentence in a list)")
+        out = []
+        for first in range(0, len(texts), batch_size):
+            batch = self.tokenizer(list(texts[first : first + batch_size]), padding=True, truncation=True,
+                                   max_length=self.manifest["max_length"], return_tensors="pt")
+            out.append(self.model(**batch).logits.float())
+        return torch.cat(out) if out else torch.empty(0, len(self.labels))
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        probabilities = self.logits(texts).softmax(dim=-1)  # (n, labels)
+        best = probabilities.argmax(dim=-1)
+        return [Prediction(t, self.labels[int(i)], round(float(p[i]), 4)) for t, i, p in zip(texts, best, probabilities)]
+
+
+def load(folder: str | os.PathLike) -> Classifier:
+    """Load an artifact written by ``save``, after checking every file against its manifest."""
+    from transformers import AutoTokenizer
+
+    from toolkit.prune.structured import load_pruned
+
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise ArtifactError(f"{folder} is not a classifier artifact: no {MANIFEST} (write one with toolkit.deploy.save)")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("format") != ARTIFACT_FORMAT or manifest.get("version") != ARTIFACT_VERSION:
+        raise ArtifactError(f"{folder}: not a {ARTIFACT_FORMAT} v{ARTIFACT_VERSION} artifact (format={manifest.get('format')!r})")
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{folder}: {name} is missing")
+        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+            raise ArtifactError(f"{folder}: {name} changed since the artifact was written (size or SHA-256 differs)")
+    model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return Classifier(model, tokenizer, manifest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m toolkit.deploy", description="Classify sentences with a saved artifact.")
+    parser.add_argument("folder", type=Path, help="an artifact folder written by toolkit.deploy.save")
+    parser.add_argument("texts", nargs="+", help="sentences to classify")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        classifier = load(args.folder)
+    except (ArtifactError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for p in classifier.predict(args.texts):
+        print(json.dumps(asdict(p), ensure_ascii=False) if args.json else f"{p.label:<10} {p.probability:6.1%}  {p.text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
