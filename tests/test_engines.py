@@ -1,0 +1,77 @@
+"""Inference engines (toolkit.engines): ONNX Runtime and OpenVINO give PyTorch's answers, and their quantizers run."""
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from toolkit import engines, measure
+from toolkit.prune import structured
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=40, num_labels=2)
+    return BertForSequenceClassification(config).eval()
+
+
+def batch_of(size, length, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (size, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, length // 2:] = 0  # one padded sentence: the mask must reach the model as the mask
+    types = torch.zeros_like(ids)
+    types[:, length // 3:] = 1  # segment ids that differ from the mask
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def test_onnx_export_matches_pytorch_at_other_shapes(tmp_path, tiny):
+    path = engines.export_onnx(tiny, batch_of(2, 7), tmp_path / "tiny.onnx")
+    session = engines.onnxruntime_classifier(path)
+    for size, length in ((1, 3), (5, 16)):  # batch and sequence axes are dynamic
+        assert engines.check_against(session, tiny, batch_of(size, length, seed=size), atol=1e-4) < 1e-4
+    assert session.bytes_on_disk == path.stat().st_size and not tiny.training
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_swapped_input_order_is_caught(tmp_path, tiny):
+    good = engines.export_onnx(tiny, batch_of(2, 7), tmp_path / "good.onnx")
+    session = engines.onnxruntime_classifier(good)
+    swapped = engines.EngineClassifier(
+        lambda feeds: session._run({**feeds, "attention_mask": feeds["token_type_ids"], "token_type_ids": feeds["attention_mask"]}),
+        "swapped", [good])
+    with pytest.raises(AssertionError, match="logits differ from PyTorch's"):
+        engines.check_against(swapped, tiny, batch_of(3, 9), atol=1e-4)
+
+
+def test_dynamic_int8_onnx_is_smaller_and_close(tmp_path, tiny):
+    fp32 = engines.export_onnx(tiny, batch_of(2, 7), tmp_path / "fp32.onnx")
+    int8 = engines.quantize_onnx_dynamic(fp32, tmp_path / "int8.onnx")
+    session = engines.onnxruntime_classifier(int8)
+    assert int8.stat().st_size < fp32.stat().st_size
+    engines.check_against(session, tiny, batch_of(4, 10), atol=0.2)
+
+
+def test_openvino_runs_a_pruned_model_and_measure_treats_it_like_pytorch(tmp_path, tiny):
+    pruned = structured.prune_structures(tiny, heads={0: [1, 2]}, neurons={1: list(range(20))})  # uneven shapes
+    compiled = engines.openvino_classifier(engines.openvino_model(pruned, batch_of(2, 7)), tmp_path / "pruned.xml")
+    engines.check_against(compiled, pruned, batch_of(3, 11), atol=1e-4)  # f32 by default: no silent bf16
+    comparison = measure.compare_latency(pruned, compiled, batch_of(2, 8), rounds=2, warmup=1)
+    assert comparison.ratio > 0 and compiled.bytes_on_disk > 0
+
+
+def test_nncf_int8_and_int4_weights(tmp_path, tiny):
+    ov_model = engines.openvino_model(tiny, batch_of(2, 7))
+    int8 = engines.openvino_classifier(engines.nncf_int8(ov_model, [batch_of(4, 8, seed=s) for s in range(3)]), tmp_path / "int8.xml")
+    engines.check_against(int8, tiny, batch_of(3, 9), atol=0.3)
+    with pytest.raises(ValueError, match="calibration_batches must hold at least one batch"):
+        engines.nncf_int8(ov_model, [])
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16; got 'fp8'"):
+        engines.openvino_classifier(ov_model, tmp_path / "x.xml", precision="fp8")
+    with pytest.raises(ValueError, match="group_size must be one of 32, 64, 128"):
+        engines.nncf_int4_weights(ov_model, group_size=48)
+    int4 = engines.openvino_classifier(engines.nncf_int4_weights(engines.openvino_model(tiny, batch_of(2, 7)), group_size=32),
+                                       tmp_path / "int4.xml")
+    assert int4.bytes_on_disk < int8.bytes_on_disk
+    engines.check_against(int4, tiny, batch_of(3, 9), atol=0.5)

@@ -1,0 +1,201 @@
+"""Inference engines: the same classifier exported to ONNX Runtime and OpenVINO, and their int8/int4 tools.
+
+PyTorch eager runs one operator at a time from Python. An inference engine takes the whole graph,
+fuses operators (attention, layer norms, GELU), picks kernels for the CPU it runs on and, with
+quantization, runs int8 matrix products end to end. Two engines are used here:
+
+- **ONNX Runtime**: the model is exported with ``torch.onnx.export`` (opset 17, batch and sequence
+  axes dynamic) and optionally quantized with ``onnxruntime.quantization.quantize_dynamic``
+  (int8 weights per channel, activations quantized on the fly);
+- **OpenVINO**: the PyTorch model is converted with ``openvino.convert_model``; NNCF then
+  quantizes it statically (``nncf.quantize``: int8 weights and activations, activation ranges
+  from calibration sentences) or compresses only its weights (``nncf.compress_weights``: int4 in
+  groups).
+
+Every engine model is wrapped as a ``torch.nn.Module`` (``EngineClassifier``) whose forward takes
+the tokenizer's tensors and returns an object with ``.logits``, so the toolkit's accuracy, latency
+and A/B functions measure it exactly as they measure PyTorch models. ``check_against`` compares
+an exported model's logits with PyTorch's: an export can be silently wrong (inputs given in the
+wrong order swap the mask and the token types, and accuracy falls to chance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the positional order of BertForSequenceClassification.forward
+PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT values accepted here
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the tools' known chatter: the TorchScript tracer's deprecation notices; its TracerWarnings on
+    shape-dependent Python conditions in transformers' masking and attention code (for an encoder given its
+    attention mask they always take the same branch, and the tests check the exported graphs at other batch
+    and sequence sizes); the exporter's note on advanced indexing (the indices here are never negative);
+    ONNX Runtime's advice logged on the root logger."""
+    from toolkit.runtime import quiet_loggers
+
+    with warnings.catch_warnings(), quiet_loggers(("", "nncf")):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"Exporting aten::index operator", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*TorchScript-based ONNX export.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")  # the TorchScript exporter's own
+        yield
+
+
+@dataclass
+class Logits:
+    logits: torch.Tensor
+
+
+class EngineClassifier(torch.nn.Module):
+    """A compiled engine model behind the ``model(**batch).logits`` interface of a PyTorch classifier."""
+
+    def __init__(self, run: Callable[[dict], object], name: str, files: Sequence[Path]):
+        super().__init__()
+        self._run, self.name, self.files = run, name, [Path(f) for f in files]
+        # measure.compare_latency asks a model for its device: engines run on the CPU
+        self.register_parameter("_cpu", torch.nn.Parameter(torch.zeros(0), requires_grad=False))
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None) -> Logits:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return Logits(torch.as_tensor(self._run({k: v.cpu().numpy() for k, v in feeds.items()})))
+
+    @property
+    def bytes_on_disk(self) -> int:
+        """Bytes of the files the engine loads (an .onnx file; an OpenVINO .xml with its .bin)."""
+        return sum(f.stat().st_size for f in self.files)
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime
+def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Export a BERT-layout classifier to ONNX with dynamic batch and sequence axes; returns the path.
+
+    The inputs are passed positionally in ``INPUT_NAMES`` order, the order of the model's
+    ``forward``; naming them in another order would bind the mask to the token types.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    args = tuple(batch[name] for name in INPUT_NAMES)  # each (batch, sequence)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with torch.no_grad(), _quiet():
+            torch.onnx.export(model, args, str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
+    return path
+
+
+def onnxruntime_classifier(path: str | os.PathLike, threads: int | None = None) -> EngineClassifier:
+    """An ONNX Runtime CPU session for ``path``, with ``threads`` intra-op threads (default: torch's)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    return EngineClassifier(lambda feeds: session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0],
+                            f"onnxruntime:{Path(path).name}", [path])
+
+
+def quantize_onnx_dynamic(source: str | os.PathLike, target: str | os.PathLike, per_channel: bool = True) -> Path:
+    """ONNX Runtime dynamic quantization: int8 weights (per output channel by default), int8 activations
+    quantized per batch at run time (``onnxruntime.quantization.quantize_dynamic``)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = Path(target)
+    with _quiet():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel)
+    return target
+
+
+# ----------------------------------------------------------------------------- OpenVINO and NNCF
+def openvino_model(model: torch.nn.Module, batch: dict):
+    """Convert a PyTorch classifier to an OpenVINO model (every input dimension dynamic)."""
+    import openvino as ov
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _quiet():
+            return ov.convert_model(model, example_input={name: batch[name] for name in INPUT_NAMES})
+    finally:
+        model.train(was_training)
+
+
+def nncf_int8(ov_model, calibration_batches: Sequence[dict]):
+    """Static int8 with NNCF: activation ranges from every batch of ``calibration_batches`` (tokenizer
+    outputs), with the transformer preset (``ModelType.TRANSFORMER``: SmoothQuant, and sensitive
+    operations such as softmax left in float)."""
+    import nncf
+
+    if not calibration_batches:
+        raise ValueError("calibration_batches must hold at least one batch of tokenized sentences")
+    data = nncf.Dataset([{k: v.numpy() for k, v in b.items() if k in INPUT_NAMES} for b in calibration_batches])
+    with _quiet():
+        return nncf.quantize(ov_model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration_batches))
+
+
+def nncf_int4_weights(ov_model, group_size: int = 32):
+    """Weight-only compression with NNCF: every linear weight in int4 (symmetric, one scale per ``group_size``)."""
+    import nncf
+
+    if group_size not in (32, 64, 128):
+        raise ValueError(f"group_size must be one of 32, 64, 128; got {group_size!r}")
+    with _quiet():
+        return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=group_size, ratio=1.0)
+
+
+def openvino_classifier(ov_model, path: str | os.PathLike, threads: int | None = None, precision: str = "f32") -> EngineClassifier:
+    """Save ``ov_model`` as ``path`` (.xml + .bin, weights as they are: no fp16 compression) and compile it for the CPU.
+
+    ``precision`` is the precision OpenVINO computes the float parts in. Left to itself, OpenVINO
+    picks bf16 on CPUs with AVX512-BF16 or AMX, so an "fp32" model would silently run in bf16;
+    here it is explicit: ``"f32"`` (default) or ``"bf16"``.
+    """
+    import openvino as ov
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+                                                          "INFERENCE_PRECISION_HINT": precision})
+    output = compiled.outputs[0]
+    return EngineClassifier(lambda feeds: compiled(feeds)[output], f"openvino:{path.name} ({precision})",
+                            [path, path.with_suffix(".bin")])
+
+
+# ----------------------------------------------------------------------------- checks
+def check_against(engine: EngineClassifier, model: torch.nn.Module, batch: dict, atol: float = 1e-3) -> float:
+    """Largest absolute difference between the engine's and PyTorch's logits on ``batch``.
+
+    Raises ``AssertionError`` above ``atol``: an export that disagrees with its source must not
+    be measured as if it were the same model. Quantized engines need a larger ``atol``.
+    """
+    inputs = {k: v for k, v in batch.items() if k in INPUT_NAMES}
+    with torch.inference_mode():
+        difference = float((engine(**inputs).logits.float() - model.eval()(**inputs).logits.float()).abs().max())
+    if difference > atol:
+        raise AssertionError(f"{engine.name}: logits differ from PyTorch's by up to {difference:.3g} (> atol {atol:g})")
+    return difference
