@@ -166,7 +166,7 @@ SPEED_EXPECTATIONS: dict[str, SpeedExpectation] = {
     ),
     "structured-half-vs-fp32": SpeedExpectation(
         what="a MiniLM keeping half the encoder's linear multiply-adds (heads and FFN neurons removed) is faster than fp32 at batch 64",
-        tiers=(("", 1.8),),
+        tiers=(("", 1.7),),  # measured 1.79-1.90x (four runs) on a 2-core Xeon: 1.8 would sit inside the spread
         direction="at least",
         why="the encoder's matrix products shrink to half on any CPU; embeddings, layer norms and the classifier do not, "
         "so the ratio stays below the predicted 2x.",
