@@ -64,7 +64,10 @@ def test_openvino_runs_a_pruned_model_and_measure_treats_it_like_pytorch(tmp_pat
 def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     ov_model = engines.openvino_model(tiny, batch_of(2, 7))
     int8 = engines.openvino_classifier(engines.nncf_int8(ov_model, [batch_of(4, 8, seed=s) for s in range(3)]), tmp_path / "int8.xml")
+    tiny.train()
     engines.check_against(int8, tiny, batch_of(3, 9), atol=0.3)
+    assert tiny.training, "check_against restores the model's mode"
+    tiny.eval()
     with pytest.raises(ValueError, match="calibration_batches must hold at least one batch"):
         engines.nncf_int8(ov_model, [])
     with pytest.raises(ValueError, match="precision must be one of f32, bf16; got 'fp8'"):

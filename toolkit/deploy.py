@@ -24,7 +24,6 @@ crash never leaves half an artifact behind.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+
+from toolkit.data import sha256_file
 
 ARTIFACT_FORMAT = "compression-workbook/classifier-artifact"
 ARTIFACT_VERSION = 1
@@ -52,14 +53,6 @@ class Prediction:
     text: str
     label: str
     probability: float  # of the predicted label, softmax over the logits
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
@@ -113,7 +106,7 @@ def save(
         manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "dtype": dtype, "max_length": max_length,
                     "labels": labels}
         (staging / CARD).write_text(_card(manifest, card or {}))
-        manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if folder.exists():
@@ -165,7 +158,7 @@ def load(folder: str | os.PathLike) -> Classifier:
         path = folder / name
         if not path.is_file():
             raise ArtifactError(f"{folder}: {name} is missing")
-        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+        if path.stat().st_size != expected["bytes"] or sha256_file(path) != expected["sha256"]:
             raise ArtifactError(f"{folder}: {name} changed since the artifact was written (size or SHA-256 differs)")
     model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

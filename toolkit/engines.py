@@ -194,8 +194,13 @@ def check_against(engine: EngineClassifier, model: torch.nn.Module, batch: dict,
     be measured as if it were the same model. Quantized engines need a larger ``atol``.
     """
     inputs = {k: v for k, v in batch.items() if k in INPUT_NAMES}
-    with torch.inference_mode():
-        difference = float((engine(**inputs).logits.float() - model.eval()(**inputs).logits.float()).abs().max())
+    was_training = model.training
+    model.eval()  # no dropout; the model's mode is restored below
+    try:
+        with torch.inference_mode():
+            difference = float((engine(**inputs).logits.float() - model(**inputs).logits.float()).abs().max())
+    finally:
+        model.train(was_training)
     if difference > atol:
         raise AssertionError(f"{engine.name}: logits differ from PyTorch's by up to {difference:.3g} (> atol {atol:g})")
     return difference
