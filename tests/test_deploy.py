@@ -96,3 +96,59 @@ def test_command_line_classifies_and_reports_errors(tmp_path, classifier_model, 
     missing = subprocess.run([sys.executable, "-m", "toolkit.deploy", str(tmp_path / "nothing"), "hi"],
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert missing.returncode == 2 and "no artifact.json" in missing.stderr
+
+
+def test_edge_inputs_empty_long_and_non_string(tmp_path, classifier_model, tokenizer):
+    deploy.save(classifier_model, tokenizer, tmp_path / "artifact")
+    loaded = deploy.load(tmp_path / "artifact")
+    assert loaded.predict([]) == [] and loaded.logits([]).shape == (0, 2)
+    assert len(loaded.predict([""])) == 1  # an empty sentence is [CLS] [SEP]: classified, not an error
+    long = "good " * 5000  # far past the 64-token truncation length
+    assert len(loaded.predict([long])) == 1
+    torch.testing.assert_close(loaded.logits([long]), loaded.logits(["good " * 62]))  # only the first 62 words are read
+    with pytest.raises(TypeError, match="list of strings"):
+        loaded.predict(["fine", 3])
+
+
+def test_openvino_artifact_round_trip_and_fresh_process(tmp_path, classifier_model, tokenizer):
+    from toolkit import engines
+
+    batch = dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
+    ov_model = engines.openvino_model(classifier_model, batch)
+    manifest = deploy.save_openvino(ov_model, tokenizer, tmp_path / "ov", labels=["negative", "positive"],
+                                    card={"measurements": "measured nowhere"})
+    assert manifest["runtime"] == "openvino" and {"model.xml", "model.bin", "tokenizer.json"} <= set(manifest["files"])
+    loaded = deploy.load(tmp_path / "ov")
+    assert isinstance(loaded.model, engines.EngineClassifier)
+    with torch.inference_mode():
+        expected = classifier_model(**batch).logits
+    torch.testing.assert_close(loaded.logits(TEXTS), expected, atol=0.05, rtol=0.05)  # OpenVINO may compute in bf16
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-m", "toolkit.deploy", str(tmp_path / "ov"), "--json", *TEXTS],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line)["label"] for line in run.stdout.splitlines()] == [p.label for p in loaded.predict(TEXTS)]
+    with open(tmp_path / "ov" / "model.bin", "r+b") as f:  # one flipped byte in the weights
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(deploy.ArtifactError, match="model.bin changed"):
+        deploy.load(tmp_path / "ov")
+    with pytest.raises(ValueError, match="labels must be a list of at least two label names"):
+        deploy.save_openvino(ov_model, tokenizer, tmp_path / "x", labels="positive")
+
+
+def test_a_foreign_manifest_is_refused(tmp_path, classifier_model, tokenizer):
+    folder = tmp_path / "artifact"
+    deploy.save(classifier_model, tokenizer, folder)
+    manifest = json.loads((folder / "artifact.json").read_text())
+    (folder / "artifact.json").write_text(json.dumps(manifest | {"format": "someone-else/model"}))
+    with pytest.raises(deploy.ArtifactError, match="not a compression-workbook/classifier-artifact v1 artifact"):
+        deploy.load(folder)
+    (folder / "artifact.json").write_text(json.dumps(manifest | {"runtime": "tensorrt"}))
+    with pytest.raises(deploy.ArtifactError, match="runtime 'tensorrt' is not one of torch, openvino"):
+        deploy.load(folder)
+    (folder / "artifact.json").write_text("{not json")
+    with pytest.raises(deploy.ArtifactError, match="artifact.json is not valid JSON"):
+        deploy.load(folder)

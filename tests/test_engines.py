@@ -70,7 +70,7 @@ def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     tiny.eval()
     with pytest.raises(ValueError, match="calibration_batches must hold at least one batch"):
         engines.nncf_int8(ov_model, [])
-    with pytest.raises(ValueError, match="precision must be one of f32, bf16; got 'fp8'"):
+    with pytest.raises(ValueError, match="precision must be one of f32, bf16 or None; got 'fp8'"):
         engines.openvino_classifier(ov_model, tmp_path / "x.xml", precision="fp8")
     with pytest.raises(ValueError, match="group_size must be one of 32, 64, 128"):
         engines.nncf_int4_weights(ov_model, group_size=48)

@@ -2,10 +2,12 @@
 
 The folder holds everything needed to classify sentences, and nothing from this workbook's cache:
 
-- ``model.safetensors``: the weights, with every layer's shape in the metadata (``save_pruned``), so a
-  model whose heads or FFN neurons were removed is rebuilt exactly;
+- the model: either ``model.safetensors``, the weights with every layer's shape in the metadata
+  (``save_pruned``), so a model whose heads or FFN neurons were removed is rebuilt exactly and run
+  by PyTorch (``save``); or ``model.xml`` + ``model.bin``, an OpenVINO graph with its weights (int8
+  where NNCF quantized them), run by OpenVINO (``save_openvino``);
 - the tokenizer's files (``tokenizer.json``, ``vocab.txt``, ...) from ``tokenizer.save_pretrained``;
-- ``artifact.json``: the format, the dtype to run in, the truncation length, the labels, and the
+- ``artifact.json``: the format, the runtime and dtype to run in, the truncation length, the labels, and the
   SHA-256 and size of every file (checked on every load);
 - ``README.md``: a model card (what the model is, how it was compressed, what was measured where,
   and its limits).
@@ -40,6 +42,7 @@ ARTIFACT_FORMAT = "compression-workbook/classifier-artifact"
 ARTIFACT_VERSION = 1
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 WEIGHTS = "model.safetensors"
+OPENVINO_GRAPH = "model.xml"  # with model.bin beside it
 MANIFEST = "artifact.json"
 CARD = "README.md"
 
@@ -58,7 +61,8 @@ class Prediction:
 def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
     lines = [f"# {card.get('title', 'Sentiment classifier (compressed MiniLM)')}", ""]
     lines += [card.get("description", "A binary sentiment classifier for short English review sentences."), ""]
-    lines += [f"- labels: {', '.join(manifest['labels'])}", f"- runs in: {manifest['dtype']}",
+    runs_in = "OpenVINO (CPU), weights as stored" if manifest.get("runtime") == "openvino" else f"PyTorch, {manifest['dtype']}"
+    lines += [f"- labels: {', '.join(manifest['labels'])}", f"- runs in: {runs_in}",
               f"- inputs are truncated to {manifest['max_length']} tokens", ""]
     for heading in ("compression", "measurements", "limits"):
         if card.get(heading):
@@ -66,6 +70,41 @@ def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
     lines += ["## Use", "", "```python", "import toolkit.deploy", f"classifier = toolkit.deploy.load(\"<this folder>\")",
               "classifier.predict([\"great phone\", \"awful battery\"])", "```", ""]
     return "\n".join(lines)
+
+
+CARD_FIELDS = ("title", "description", "compression", "measurements", "limits")
+RUNTIMES = ("torch", "openvino")
+
+
+def _check_common(max_length, card) -> None:
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an integer of at least 2; got {max_length!r}")
+    unknown = sorted(set(card or {}) - set(CARD_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown model card field(s) {unknown}; accepted: {', '.join(CARD_FIELDS)}")
+
+
+def _write(folder: Path, overwrite: bool, write_model, tokenizer, manifest: dict, card: Mapping[str, str] | None) -> dict:
+    """Stage the artifact next to ``folder`` (model files by ``write_model(staging)``, tokenizer, card, manifest
+    with every file's SHA-256), then rename it into place: the folder is complete or absent."""
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"{folder} already exists; pass overwrite=True to replace it")
+    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        write_model(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / CARD).write_text(_card(manifest, card or {}))
+        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                             for p in sorted(staging.iterdir()) if p.is_file()}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
 
 
 def save(
@@ -78,7 +117,8 @@ def save(
     card: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Write ``model`` (a BERT-layout sequence classifier, pruned or not) and ``tokenizer`` as an artifact folder.
+    """Write ``model`` (a BERT-layout sequence classifier, pruned or not) and ``tokenizer`` as an artifact folder
+    that PyTorch runs.
 
     ``dtype`` is what the runtime casts the model to after loading (accepted: float32, bfloat16);
     ``card`` may hold ``title``, ``description``, ``compression``, ``measurements`` and ``limits``
@@ -88,33 +128,35 @@ def save(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an integer of at least 2; got {max_length!r}")
-    unknown = sorted(set(card or {}) - {"title", "description", "compression", "measurements", "limits"})
-    if unknown:
-        raise ValueError(f"unknown model card field(s) {unknown}; accepted: title, description, compression, measurements, limits")
-    folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise FileExistsError(f"{folder} already exists; pass overwrite=True to replace it")
-    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        save_pruned(model, staging / WEIGHTS)
-        tokenizer.save_pretrained(staging)
-        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "dtype": dtype, "max_length": max_length,
-                    "labels": labels}
-        (staging / CARD).write_text(_card(manifest, card or {}))
-        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                             for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+    _check_common(max_length, card)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "runtime": "torch", "dtype": dtype,
+                "max_length": max_length, "labels": labels}
+    return _write(Path(folder), overwrite, lambda staging: save_pruned(model, staging / WEIGHTS), tokenizer, manifest, card)
+
+
+def save_openvino(
+    ov_model,
+    tokenizer,
+    folder: str | os.PathLike,
+    *,
+    labels: Sequence[str],
+    max_length: int = 64,
+    card: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write an OpenVINO model (for example NNCF's int8 model, ``toolkit.engines.nncf_int8``) and ``tokenizer`` as an
+    artifact folder that OpenVINO runs: ``model.xml`` (the graph) and ``model.bin`` (the weights, int8 where NNCF
+    quantized them, stored as they are). ``labels`` name the logits in order. Returns the manifest."""
+    import openvino as ov
+
+    _check_common(max_length, card)
+    if isinstance(labels, str) or len(labels) < 2 or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"labels must be a list of at least two label names; got {labels!r}")
+    manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "runtime": "openvino", "dtype": "as stored",
+                "max_length": max_length, "labels": list(labels)}
+    return _write(Path(folder), overwrite, lambda staging: ov.save_model(ov_model, str(staging / OPENVINO_GRAPH),
+                                                                         compress_to_fp16=False), tokenizer, manifest, card)
 
 
 class Classifier:
@@ -151,7 +193,10 @@ def load(folder: str | os.PathLike) -> Classifier:
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise ArtifactError(f"{folder} is not a classifier artifact: no {MANIFEST} (write one with toolkit.deploy.save)")
-    manifest = json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{folder}: {MANIFEST} is not valid JSON ({error})") from None
     if manifest.get("format") != ARTIFACT_FORMAT or manifest.get("version") != ARTIFACT_VERSION:
         raise ArtifactError(f"{folder}: not a {ARTIFACT_FORMAT} v{ARTIFACT_VERSION} artifact (format={manifest.get('format')!r})")
     for name, expected in manifest["files"].items():
@@ -160,7 +205,15 @@ def load(folder: str | os.PathLike) -> Classifier:
             raise ArtifactError(f"{folder}: {name} is missing")
         if path.stat().st_size != expected["bytes"] or sha256_file(path) != expected["sha256"]:
             raise ArtifactError(f"{folder}: {name} changed since the artifact was written (size or SHA-256 differs)")
-    model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
+    runtime = manifest.get("runtime", "torch")
+    if runtime == "torch":
+        model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
+    elif runtime == "openvino":
+        from toolkit.engines import compile_openvino
+
+        model = compile_openvino(folder / OPENVINO_GRAPH)
+    else:
+        raise ArtifactError(f"{folder}: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return Classifier(model, tokenizer, manifest)
 

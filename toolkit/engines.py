@@ -40,9 +40,16 @@ def _quiet():
     shape-dependent Python conditions in transformers' masking and attention code (for an encoder given its
     attention mask they always take the same branch, and the tests check the exported graphs at other batch
     and sequence sizes); the exporter's note on advanced indexing (the indices here are never negative);
-    ONNX Runtime's advice logged on the root logger."""
+    ONNX Runtime's advice logged on the root logger; NNCF's progress bars (drawn by rich on its global console,
+    which is pointed at a discarded buffer meanwhile)."""
+    import io
+
+    import rich
+    from rich.console import Console
+
     from toolkit.runtime import quiet_loggers
 
+    console, rich._console = rich._console, Console(file=io.StringIO())
     with warnings.catch_warnings(), quiet_loggers(("", "nncf")):
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -50,7 +57,10 @@ def _quiet():
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator", category=UserWarning)
         warnings.filterwarnings("ignore", message=r".*TorchScript-based ONNX export.*", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")  # the TorchScript exporter's own
-        yield
+        try:
+            yield
+        finally:
+            rich._console = console
 
 
 @dataclass
@@ -165,25 +175,43 @@ def nncf_int4_weights(ov_model, group_size: int = 32):
         return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=group_size, ratio=1.0)
 
 
-def openvino_classifier(ov_model, path: str | os.PathLike, threads: int | None = None, precision: str = "f32") -> EngineClassifier:
-    """Save ``ov_model`` as ``path`` (.xml + .bin, weights as they are: no fp16 compression) and compile it for the CPU.
+def compile_openvino(path: str | os.PathLike, threads: int | None = None, precision: str | None = None) -> EngineClassifier:
+    """Compile a saved OpenVINO model (``path``: the .xml, its .bin beside it) for the CPU.
 
-    ``precision`` is the precision OpenVINO computes the float parts in. Left to itself, OpenVINO
-    picks bf16 on CPUs with AVX512-BF16 or AMX, so an "fp32" model would silently run in bf16;
-    here it is explicit: ``"f32"`` (default) or ``"bf16"``.
+    ``precision`` is the precision OpenVINO computes the float parts in: ``"f32"``, ``"bf16"``, or
+    ``None`` for OpenVINO's own choice, which is bf16 on CPUs with AVX512-BF16 or AMX and f32
+    elsewhere (what a practitioner gets by default). The precision used is part of the name.
     """
     import openvino as ov
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} or None; got {precision!r}")
+    path = Path(path)
+    config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32" or "bf16"
+    output = compiled.outputs[0]
+    return EngineClassifier(lambda feeds: compiled(feeds)[output], f"openvino:{path.name} ({used})",
+                            [path, path.with_suffix(".bin")])
+
+
+def openvino_classifier(ov_model, path: str | os.PathLike, threads: int | None = None, precision: str | None = "f32") -> EngineClassifier:
+    """Save ``ov_model`` as ``path`` (.xml + .bin, weights as they are: no fp16 compression) and compile it for the CPU.
+
+    ``precision`` is the precision OpenVINO computes the float parts in. Left to itself (``None``),
+    OpenVINO picks bf16 on CPUs with AVX512-BF16 or AMX, so an "fp32" model would silently run in
+    bf16; the default here is explicit: ``"f32"``. Accepted: ``"f32"``, ``"bf16"``, ``None``.
+    """
+    import openvino as ov
+
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} or None; got {precision!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(ov_model, str(path), compress_to_fp16=False)
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-                                                          "INFERENCE_PRECISION_HINT": precision})
-    output = compiled.outputs[0]
-    return EngineClassifier(lambda feeds: compiled(feeds)[output], f"openvino:{path.name} ({precision})",
-                            [path, path.with_suffix(".bin")])
+    return compile_openvino(path, threads, precision)
 
 
 # ----------------------------------------------------------------------------- checks

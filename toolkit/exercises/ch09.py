@@ -1,0 +1,185 @@
+"""Chapter 9 exercises: the bytes of a product-quantized table; the nearest codebook entry; the id lookup of a trimmed vocabulary."""
+
+from __future__ import annotations
+
+import torch
+
+from toolkit.exercises import Exercise, Quiz, register
+
+
+def pq_bytes(rows: int, dim: int, subvector: int, codebook_size: int = 256, codebook_bytes: int = 2) -> int:
+    """Bytes of a product-quantized table: one byte per code, rows * dim / subvector codes, plus the codebooks:
+    dim / subvector positions, each with codebook_size entries of subvector numbers of codebook_bytes bytes."""
+    return rows * (dim // subvector) + dim * codebook_size * codebook_bytes
+
+
+def nearest_codes(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """For every row of x (n, s), the index of the nearest row of centres (k, s) in Euclidean distance: (n,) int64."""
+    return torch.cdist(x, centres).argmin(dim=1)
+
+
+def remap_ids(ids: torch.Tensor, kept_ids: torch.Tensor, unk_id: int) -> torch.Tensor:
+    """New ids after trimming: the position of each id in the sorted kept_ids, or the position of unk_id if it was not kept."""
+    position = {int(v): i for i, v in enumerate(kept_ids.tolist())}
+    unk = position[unk_id]
+    return torch.tensor([position.get(int(v), unk) for v in ids.flatten().tolist()], dtype=torch.int64).reshape(ids.shape)
+
+
+register(
+    Exercise(
+        name="09.pq_bytes",
+        title="Exercise 9.1 (bytes of a product-quantized table)",
+        reference=pq_bytes,
+        cases=(
+            # MiniLM: 30,522 x 384 at 4 numbers per code: 30,522 * 96 codes + 384 * 256 * 2 bytes of codebooks
+            ((30522, 384, 4), 2_930_112 + 196_608),
+            ((30522, 384, 8), 1_465_056 + 196_608),
+            ((1000, 16, 2, 16, 4), 8_000 + 1_024),  # 8 codes per row; 16 numbers x 16 entries x 4 bytes
+        ),
+        hint="Each row is cut into dim / subvector pieces and each piece is stored as a one-byte index. The codebooks "
+        "hold codebook_size entries for each of the dim / subvector positions, each entry subvector numbers long: "
+        "dim * codebook_size numbers of codebook_bytes each. return rows * (dim // subvector) + dim * codebook_size * codebook_bytes",
+    )
+)
+
+register(
+    Exercise(
+        name="09.nearest_codes",
+        title="Exercise 9.2 (the nearest codebook entry)",
+        reference=nearest_codes,
+        cases=(
+            # centres (0,0), (10,0), (0,10): (1,1) is nearest (0,0); (9,2) nearest (10,0); (2,7) nearest (0,10); (6,5): 61 vs 41 vs 61
+            ((torch.tensor([[1.0, 1.0], [9.0, 2.0], [2.0, 7.0], [6.0, 5.0]]), torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])),
+             torch.tensor([0, 1, 2, 1])),
+            ((torch.tensor([[0.4], [0.6], [-3.0]]), torch.tensor([[0.0], [1.0]])), torch.tensor([0, 1, 0])),
+        ),
+        hint="Code(x) = argmin_k ||x - c_k||². Compute every distance at once: torch.cdist(x, centres) is (n, k); "
+        "take .argmin(dim=1).",
+    )
+)
+
+register(
+    Exercise(
+        name="09.remap_ids",
+        title="Exercise 9.3 (the id lookup of a trimmed vocabulary)",
+        reference=remap_ids,
+        cases=(
+            # kept [0, 100, 101, 102, 2307]: 2307 -> 4, 101 -> 2, 9999 (not kept) -> position of 100 = 1
+            ((torch.tensor([[101, 2307, 9999, 102]]), torch.tensor([0, 100, 101, 102, 2307]), 100), torch.tensor([[2, 4, 1, 3]])),
+            ((torch.tensor([5, 7, 5]), torch.tensor([3, 5, 9]), 3), torch.tensor([1, 0, 1])),
+        ),
+        hint="Build a dictionary from each kept id to its position in kept_ids; an id that is missing gets the position "
+        "of unk_id. position = {v: i for i, v in enumerate(kept_ids.tolist())}; map every id; keep the input's shape.",
+    )
+)
+
+register(
+    Quiz(
+        name="09.engine",
+        question="The same int8 weights run 2-3x faster under OpenVINO than under PyTorch's own int8 path on this CPU. Why?",
+        choices={
+            "a": "OpenVINO stores the weights in fewer bytes",
+            "b": "the engine fuses operators and keeps activations in int8 between them, with kernels chosen for the CPU; "
+                 "eager PyTorch runs one operator at a time and converts back to float after each product",
+            "c": "OpenVINO skips the attention layers",
+            "d": "PyTorch's int8 path runs on one thread only",
+        },
+        answer="b",
+        explanations={
+            "a": "Both files hold the same int8 codes (about 23 MB for the unpruned model); bytes are not speed.",
+            "b": "Right: fusion (attention, layer norm, GELU), static int8 activations from calibration and CPU-specific "
+                 "kernels remove conversions and Python overhead. The chapter's anchor table shows the gap.",
+            "c": "It computes the same function: its logits agree with PyTorch's (checked when exported).",
+            "d": "Both ran with the same thread count, printed beside the timings.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="09.embeddings_dominate",
+        question="After pruning half the encoder and quantizing it to int8, what takes most of the file, and why?",
+        choices={
+            "a": "the attention matrices, because they are square",
+            "b": "the word-embedding table: 30,522 rows x 384, more numbers than the six encoder layers, and pruning does not touch it",
+            "c": "the tokenizer's vocabulary file",
+            "d": "the classifier head",
+        },
+        answer="b",
+        explanations={
+            "a": "After pruning, each layer's attention holds 4 x 384 x 128 to 4 x 384 x 192 weights: small beside the table.",
+            "b": "Right: 11.7 M numbers against about 3.5-5.3 M in the pruned encoder; a row is read per token, so it costs "
+                 "bytes, not time. That is why the chapter compresses it on its own.",
+            "c": "The tokenizer files are about 0.9 MB and are reported separately.",
+            "d": "The classifier is 384 x 2 weights, and the pooler 384 x 384.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="09.trim_vs_pq",
+        question="Trimming the vocabulary to the training split's tokens cost several points of accuracy; product quantization "
+                 "of the whole table cost almost none. What explains the difference?",
+        choices={
+            "a": "trimming sends every unseen word, often the word that carries the sentiment, to [UNK]; PQ keeps an "
+                 "approximate row for every token",
+            "b": "PQ uses more bytes than trimming",
+            "c": "trimming changes the tokenizer's lower-casing",
+            "d": "PQ retrains the model",
+        },
+        answer="a",
+        explanations={
+            "a": "Right: the test split shares only part of its vocabulary with 2,100 training sentences, so a trimmed model "
+                 "loses whole words; PQ blurs every row a little but loses none.",
+            "b": "The chapter compares them at similar bytes; the difference is what is lost, not how much is kept.",
+            "c": "The tokenizer is unchanged; only the rows of the table differ.",
+            "d": "No training is involved: k-means only learns the codebooks from the table itself.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="09.ablation",
+        question="In the ablation, removing the distillation stage hurts accuracy the most, while removing int8 hurts speed "
+                 "the most. What does that tell you about the order of the stages?",
+        choices={
+            "a": "nothing: the stages are independent",
+            "b": "distil right after pruning (it repairs the damage while the model is still float and trainable), and "
+                 "quantize last (post-training int8 of the final shapes is cheap and keeps the speed)",
+            "c": "quantize first, then prune the int8 model",
+            "d": "distillation should be done after quantization only",
+        },
+        answer="b",
+        explanations={
+            "a": "The table shows they interact: int8 of an undistilled pruned model starts from a worse model.",
+            "b": "Right: pruning changes the function and needs training to recover; int8 after calibration changes it "
+                 "little and needs only the final graph. Chapter 5's quantization-aware distillation is the next step.",
+            "c": "Pruning an int8 graph would need its scales recomputed; you would pay calibration twice.",
+            "d": "Without distillation after pruning the model starts int8 from a damaged function.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name="09.batch_one",
+        question="The compressed model's gain over the fastest anchor is smaller at batch 1 than at batch 64. Why?",
+        choices={
+            "a": "batch 1 uses bf16",
+            "b": "at batch 1 the matrix products are tiny, so fixed costs per operator and per call (launching kernels, "
+                 "copying inputs) weigh more, and pruning does not shrink them; dropping whole layers does",
+            "c": "the anchor caches batch-1 answers",
+            "d": "the tokenizer is slower at batch 1",
+        },
+        answer="b",
+        explanations={
+            "a": "Both models run under the same engine settings at both batch sizes.",
+            "b": "Right: fewer multiply-adds help where multiply-adds dominate. Fewer layers remove whole groups of "
+                 "operators, which is why the final model drops one.",
+            "c": "Nothing is cached; every call computes.",
+            "d": "Tokenization is outside the timed call.",
+        },
+    )
+)
