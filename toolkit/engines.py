@@ -49,7 +49,7 @@ def _quiet():
 
     from toolkit.runtime import quiet_loggers
 
-    console, rich._console = rich._console, Console(file=io.StringIO())
+    console, rich._console = rich._console, Console(file=io.StringIO(), force_jupyter=False)  # not a widget in Jupyter
     with warnings.catch_warnings(), quiet_loggers(("", "nncf")):
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)

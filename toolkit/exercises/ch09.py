@@ -76,19 +76,22 @@ register(
 register(
     Quiz(
         name="09.engine",
-        question="The same int8 weights run 2-3x faster under OpenVINO than under PyTorch's own int8 path on this CPU. Why?",
+        question="In the anchors table, OpenVINO with NNCF int8 runs faster than ONNX Runtime's dynamic int8, although both "
+                 "multiply int8 weights. Why?",
         choices={
             "a": "OpenVINO stores the weights in fewer bytes",
-            "b": "the engine fuses operators and keeps activations in int8 between them, with kernels chosen for the CPU; "
-                 "eager PyTorch runs one operator at a time and converts back to float after each product",
+            "b": "static int8: the activation ranges were calibrated in advance, so no range is measured at run time, and the "
+                 "engine fuses the quantize and dequantize steps into its kernels; dynamic int8 measures every batch and "
+                 "converts back to float after each product",
             "c": "OpenVINO skips the attention layers",
-            "d": "PyTorch's int8 path runs on one thread only",
+            "d": "ONNX Runtime runs on one thread only",
         },
         answer="b",
         explanations={
-            "a": "Both files hold the same int8 codes (about 23 MB for the unpruned model); bytes are not speed.",
-            "b": "Right: fusion (attention, layer norm, GELU), static int8 activations from calibration and CPU-specific "
-                 "kernels remove conversions and Python overhead. The chapter's anchor table shows the gap.",
+            "a": "Both files hold int8 weights (about 23 MB each for the unpruned model); bytes are not speed.",
+            "b": "Right: calibration (chapter 3's static quantization) moves the range-finding out of the forward pass, and "
+                 "the engine keeps data in int8 across fused operators. On a CPU with AMX, OpenVINO also runs the float "
+                 "parts in bf16.",
             "c": "It computes the same function: its logits agree with PyTorch's (checked when exported).",
             "d": "Both ran with the same thread count, printed beside the timings.",
         },
@@ -142,12 +145,12 @@ register(
 register(
     Quiz(
         name="09.ablation",
-        question="In the ablation, removing the distillation stage hurts accuracy the most, while removing int8 hurts speed "
-                 "the most. What does that tell you about the order of the stages?",
+        question="In the ablation, removing the distillation stage costs the most accuracy. What does that tell you about "
+                 "the order of the stages?",
         choices={
             "a": "nothing: the stages are independent",
             "b": "distil right after pruning (it repairs the damage while the model is still float and trainable), and "
-                 "quantize last (post-training int8 of the final shapes is cheap and keeps the speed)",
+                 "quantize last (post-training int8 of the final shapes needs only calibration)",
             "c": "quantize first, then prune the int8 model",
             "d": "distillation should be done after quantization only",
         },

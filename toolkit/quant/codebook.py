@@ -98,8 +98,17 @@ class ProductQuantizedEmbedding(torch.nn.Module):
         if codes.dtype != torch.uint8 or codes.dim() != 2 or codebooks.dim() != 3 or codes.shape[1] != codebooks.shape[0]:
             raise ValueError(f"codes must be (rows, M) uint8 and codebooks (M, 256, subvector); got {tuple(codes.shape)} "
                              f"{codes.dtype} and {tuple(codebooks.shape)}")
-        self.register_buffer("codes", codes.clone())                          # (V, M) uint8
-        self.register_buffer("codebooks", codebooks.to(torch.float16).clone())  # (M, 256, s) fp16
+        positions, size, subvector = codebooks.shape
+        self.register_buffer("codes", codes.clone())  # (V, M) uint8
+        # the codebooks stored flat, (M·K, s) fp16, so the graph an engine sees is one gather from a 2-D constant
+        self.register_buffer("table", codebooks.to(torch.float16).reshape(positions * size, subvector).clone())
+        self.register_buffer("offsets", torch.arange(positions) * size)  # (M,) start of each position's codebook
+        self.subvector = subvector
+
+    @property
+    def codebooks(self) -> torch.Tensor:
+        """(M, 256, s) fp16."""
+        return self.table.reshape(-1, CODEBOOK_SIZE, self.subvector)
 
     @property
     def num_embeddings(self) -> int:
@@ -107,7 +116,7 @@ class ProductQuantizedEmbedding(torch.nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.codebooks.shape[0] * self.codebooks.shape[2])
+        return int(self.codes.shape[1] * self.subvector)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -115,14 +124,16 @@ class ProductQuantizedEmbedding(torch.nn.Module):
         return decode(self.codes, self.codebooks.float())
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (batch, seq) -> (batch, seq, d)
-        return decode(self.codes[input_ids], self.codebooks.float())
+        codes = self.codes[input_ids].long() + self.offsets  # (batch, seq, M): rows of the flat table
+        return F.embedding(codes, self.table.float()).flatten(-2)  # (batch, seq, M, s) -> (batch, seq, M·s)
 
     def stored_bytes(self) -> int:
-        return self.codes.numel() * self.codes.element_size() + self.codebooks.numel() * self.codebooks.element_size()
+        """Bytes of the codes and the codebooks (the offsets are recomputed from the shapes)."""
+        return self.codes.numel() * self.codes.element_size() + self.table.numel() * self.table.element_size()
 
     def extra_repr(self) -> str:
-        positions, size, subvector = self.codebooks.shape
-        return f"{self.num_embeddings} rows x {self.embedding_dim}, {positions} codes of {subvector} numbers ({8 / subvector:g} bits per number)"
+        return (f"{self.num_embeddings} rows x {self.embedding_dim}, {self.codes.shape[1]} codes of {self.subvector} numbers "
+                f"({8 / self.subvector:g} bits per number)")
 
 
 def quantize_word_embeddings(
