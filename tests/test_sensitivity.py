@@ -70,3 +70,47 @@ def test_allocation_bad_input():
         sensitivity.allocate_bits([[10]], [[1.0]], budget=-1)
     with pytest.raises(ValueError, match="probes must be a positive integer"):
         sensitivity.hutchinson_trace(lambda: torch.zeros(()), [torch.zeros(1, requires_grad=True)], probes=0)
+
+
+def test_layer_sensitivity_scans_one_layer_at_a_time_and_leaves_the_model_alone():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from toolkit import models
+    from toolkit.data import Example
+    from toolkit.quant.spec import QuantSpec
+
+    tokenizer = models.tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    examples = [Example(t, i % 2, "test") for i, t in enumerate(["great phone", "awful battery", "works well", "broke", "fine"] * 4)]
+    layers = ["bert.encoder.layer.0.intermediate.dense", "bert.embeddings.word_embeddings"]
+    specs = [QuantSpec(bits=8, granularity="channel"), QuantSpec(bits=2, granularity="channel")]
+    results = sensitivity.layer_sensitivity(model, tokenizer, examples, layers, specs)
+    assert [(r.layer, r.spec) for r in results] == [(name, s.describe()) for name in layers for s in specs]
+    for name in layers:
+        eight, two = [r for r in results if r.layer == name]
+        assert 0 <= eight.kl < two.kl, "2 bits move the logits more than 8 bits"
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "the model is not changed"
+    with pytest.raises(ValueError, match="layers must name Linear or Embedding modules"):
+        sensitivity.layer_sensitivity(model, tokenizer, examples, ["bert.encoder"], specs)
+
+
+def test_smoothquant_migration_keeps_the_product_and_flattens_activation_outliers():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(8, 4)
+    x = torch.randn(16, 8)
+    x[:, 3] *= 50  # one outlier channel
+    scales = sensitivity.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=0.5)
+    smoothed = sensitivity.smooth_linear(linear, scales)
+    torch.testing.assert_close(smoothed(x / scales), linear(x), rtol=1e-4, atol=1e-4)
+    ratio = lambda t: float(t.abs().amax(0).max() / t.abs().amax(0).median())  # noqa: E731
+    assert ratio(x / scales) < ratio(x) / 3, "the outlier channel's range moved into the weights"
+    assert torch.equal(sensitivity.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=0.0),
+                       (1 / linear.weight.detach().abs().amax(0).clamp(min=1e-5)).clamp(min=1e-5))
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        sensitivity.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=1.5)
+    with pytest.raises(ValueError, match=r"scales must be \(8,\)"):
+        sensitivity.smooth_linear(linear, torch.ones(3))
