@@ -113,7 +113,7 @@ register(
             "a": "After pruning, each layer's attention holds 4 x 384 x 128 to 4 x 384 x 192 weights: small beside the table.",
             "b": "Right: 11.7 M numbers against about 3.5-5.3 M in the pruned encoder; a row is read per token, so it costs "
                  "bytes, not time. That is why the chapter compresses it on its own.",
-            "c": "The tokenizer files are about 0.9 MB and are reported separately.",
+            "c": "The tokenizer files are about 0.7 MB, and the chapter reports them apart from the model.",
             "d": "The classifier is 384 x 2 weights, and the pooler 384 x 384.",
         },
     )
@@ -172,15 +172,15 @@ register(
         choices={
             "a": "batch 1 uses bf16",
             "b": "at batch 1 the matrix products are tiny, so fixed costs per operator and per call (launching kernels, "
-                 "copying inputs) weigh more, and pruning does not shrink them; dropping whole layers does",
+                 "copying inputs) weigh more, and removing heads and neurons does not shrink them",
             "c": "the anchor caches batch-1 answers",
             "d": "the tokenizer is slower at batch 1",
         },
         answer="b",
         explanations={
             "a": "Both models run under the same engine settings at both batch sizes.",
-            "b": "Right: fewer multiply-adds help where multiply-adds dominate. Fewer layers remove whole groups of "
-                 "operators, which is why the final model drops one.",
+            "b": "Right: fewer multiply-adds help where multiply-adds dominate. Fewer layers would remove whole groups "
+                 "of operators; the lesson plan lists the layer-dropping variants tried and what they cost in accuracy.",
             "c": "Nothing is cached; every call computes.",
             "d": "Tokenization is outside the timed call.",
         },
