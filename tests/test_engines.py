@@ -63,6 +63,7 @@ def test_openvino_runs_a_pruned_model_and_measure_treats_it_like_pytorch(tmp_pat
 
 def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     ov_model = engines.openvino_model(tiny, batch_of(2, 7))
+    ops = sorted(op.get_type_name() for op in ov_model.get_ops())
     int8 = engines.openvino_classifier(engines.nncf_int8(ov_model, [batch_of(4, 8, seed=s) for s in range(3)]), tmp_path / "int8.xml")
     tiny.train()
     engines.check_against(int8, tiny, batch_of(3, 9), atol=0.3)
@@ -77,4 +78,6 @@ def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     int4 = engines.openvino_classifier(engines.nncf_int4_weights(engines.openvino_model(tiny, batch_of(2, 7)), group_size=32),
                                        tmp_path / "int4.xml")
     assert int4.bytes_on_disk < int8.bytes_on_disk
+    engines.nncf_int4_weights(ov_model, group_size=32)
+    assert sorted(op.get_type_name() for op in ov_model.get_ops()) == ops, "neither NNCF call changes the model it is given"
     engines.check_against(int4, tiny, batch_of(3, 9), atol=0.5)

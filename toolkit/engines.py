@@ -166,13 +166,16 @@ def nncf_int8(ov_model, calibration_batches: Sequence[dict]):
 
 
 def nncf_int4_weights(ov_model, group_size: int = 32):
-    """Weight-only compression with NNCF: every linear weight in int4 (symmetric, one scale per ``group_size``)."""
+    """Weight-only compression with NNCF: every linear weight in int4 (symmetric, one scale per ``group_size``).
+
+    ``nncf.compress_weights`` rewrites the model it is given, so it gets a clone: ``ov_model`` is not changed.
+    """
     import nncf
 
     if group_size not in (32, 64, 128):
         raise ValueError(f"group_size must be one of 32, 64, 128; got {group_size!r}")
     with _quiet():
-        return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=group_size, ratio=1.0)
+        return nncf.compress_weights(ov_model.clone(), mode=nncf.CompressWeightsMode.INT4_SYM, group_size=group_size, ratio=1.0)
 
 
 def compile_openvino(path: str | os.PathLike, threads: int | None = None, precision: str | None = None) -> EngineClassifier:

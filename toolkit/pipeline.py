@@ -28,6 +28,7 @@ import torch
 
 from toolkit import data, runtime
 from toolkit.data import Example
+from toolkit.models import cache_key
 from toolkit.train import FineTuneConfig, distillation_loss, fine_tune_
 
 STUDENT_FORMAT = 1
@@ -41,10 +42,6 @@ class Student:
     seconds: float           # distillation time when it was built (0 work now if cached)
     cached: bool             # True when loaded from a verified cache
     folder: Path
-
-
-def _key(inputs: dict) -> str:
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def prune_by_importance(model: torch.nn.Module, tokenizer, score_examples: Sequence[Example], heads: int, neurons: int,
@@ -86,7 +83,7 @@ def distilled_student(
         "config": config.as_dict(),
         "torch": torch.__version__,
     }
-    folder = (Path(cache) if cache is not None else runtime.cache_dir()) / "distilled-student" / _key(inputs)
+    folder = (Path(cache) if cache is not None else runtime.cache_dir()) / "distilled-student" / cache_key(inputs)
     raw = prune_by_importance(teacher, tokenizer, score_examples, heads, neurons, drop_layers).eval()
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
