@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from toolkit.quant import sensitivity
+from toolkit.quant import sensitivity, smooth
 
 
 def test_hutchinson_is_exact_for_a_diagonal_hessian():
@@ -103,14 +103,141 @@ def test_smoothquant_migration_keeps_the_product_and_flattens_activation_outlier
     linear = torch.nn.Linear(8, 4)
     x = torch.randn(16, 8)
     x[:, 3] *= 50  # one outlier channel
-    scales = sensitivity.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=0.5)
-    smoothed = sensitivity.smooth_linear(linear, scales)
+    scales = smooth.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=0.5)
+    smoothed = smooth.smooth_linear(linear, scales)
     torch.testing.assert_close(smoothed(x / scales), linear(x), rtol=1e-4, atol=1e-4)
     ratio = lambda t: float(t.abs().amax(0).max() / t.abs().amax(0).median())  # noqa: E731
     assert ratio(x / scales) < ratio(x) / 3, "the outlier channel's range moved into the weights"
-    assert torch.equal(sensitivity.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=0.0),
+    assert torch.equal(smooth.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=0.0),
                        (1 / linear.weight.detach().abs().amax(0).clamp(min=1e-5)).clamp(min=1e-5))
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
-        sensitivity.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=1.5)
+        smooth.smoothquant_scales(x.abs().amax(0), linear.weight.detach().abs().amax(0), alpha=1.5)
     with pytest.raises(ValueError, match=r"scales must be \(8,\)"):
-        sensitivity.smooth_linear(linear, torch.ones(3))
+        smooth.smooth_linear(linear, torch.ones(3))
+
+
+# ----------------------------------------------------------------------------- chapter 5's other tools
+def tiny_bert(layers: int = 2):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from toolkit import models
+
+    tokenizer = models.tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    return BertForSequenceClassification(config).eval(), tokenizer
+
+
+def few_examples():
+    from toolkit.data import Example
+
+    return [Example(t, i % 2, "test") for i, t in enumerate(["great phone", "awful battery life", "works well", "broke", "fine"] * 4)]
+
+
+def test_predicted_damage_is_half_the_mean_curvature_times_the_squared_error():
+    from toolkit.quant.spec import QuantSpec
+
+    w = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    spec = QuantSpec(bits=2, signed=False, symmetric=False)  # per tensor, 4 levels over [0, 3]: every value exact
+    assert sensitivity.predicted_damage(8.0, w, spec) == 0.0
+    w = torch.tensor([[0.0, 1.0], [1.5, 3.0]])  # 1.5 rounds to 2 (ties to even): error 0.5, squared 0.25
+    assert sensitivity.predicted_damage(8.0, w, spec) == pytest.approx(0.5 * 8.0 / 4 * 0.25)
+
+
+def test_layer_type_and_depth_read_bert_names():
+    assert sensitivity.layer_type("bert.encoder.layer.3.attention.output.dense") == "attention output"
+    assert sensitivity.layer_type("bert.encoder.layer.3.output.dense") == "FFN out"
+    assert sensitivity.layer_type("bert.embeddings.word_embeddings") == "word embeddings"
+    assert sensitivity.layer_depth("bert.encoder.layer.11.intermediate.dense") == 11
+    assert sensitivity.layer_depth("bert.embeddings.word_embeddings") is None
+    with pytest.raises(ValueError, match="accepted suffixes"):
+        sensitivity.layer_type("bert.pooler.dense")
+
+
+def test_block_sqnr_is_infinite_for_the_same_model_and_falls_with_fewer_bits():
+    from toolkit.quant import quantize_weights
+    from toolkit.quant.spec import QuantSpec
+
+    model, tokenizer = tiny_bert()
+    examples = few_examples()
+    assert sensitivity.block_sqnr_db(model, model, tokenizer, examples) == [float("inf")] * 3
+    eight = sensitivity.block_sqnr_db(model, quantize_weights(model, QuantSpec(bits=8, granularity="channel")), tokenizer, examples)
+    two = sensitivity.block_sqnr_db(model, quantize_weights(model, QuantSpec(bits=2, granularity="channel")), tokenizer, examples)
+    assert len(eight) == 3 and eight[0] == float("inf"), "the embeddings are not quantized: their output is exact"
+    assert all(e > t + 10 for e, t in zip(eight[1:], two[1:])), (eight, two)
+    with pytest.raises(ValueError, match="examples is empty"):
+        sensitivity.block_sqnr_db(model, model, tokenizer, [])
+
+
+def test_smooth_model_computes_the_same_function_and_shares_scales_within_a_group():
+    model, tokenizer = tiny_bert()
+    examples = few_examples()
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in n]
+    absmax = smooth.input_absmax(model, tokenizer, examples, names)
+    assert set(absmax) == set(names) and absmax[names[0]].shape == (32,)
+    groups = smooth.bert_input_groups(model)
+    assert groups[0] == [f"bert.encoder.layer.0.attention.self.{p}" for p in ("query", "key", "value")] and len(groups) == 2
+    smoothed = smooth.smooth_model(model, absmax, alpha=0.5, groups=groups)
+    from toolkit.measure import predict
+
+    torch.testing.assert_close(predict(smoothed, tokenizer, examples), predict(model, tokenizer, examples), rtol=1e-4, atol=1e-4)
+    q, k = smoothed.bert.encoder.layer[0].attention.self.query, smoothed.bert.encoder.layer[0].attention.self.key
+    assert isinstance(q, smooth.ScaledInput) and torch.equal(q.inverse_scales, k.inverse_scales)
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear), "the model given is not changed"
+    with pytest.raises(ValueError, match="names must be linear layers"):
+        smooth.input_absmax(model, tokenizer, examples, ["bert.encoder.layer.0"])
+    with pytest.raises(ValueError, match="groups name layers that absmax has no ranges for"):
+        smooth.smooth_model(model, {names[0]: absmax[names[0]]}, groups=groups)
+
+
+def test_mixed_precision_allocation_files_and_bad_input(tmp_path_factory):
+    from toolkit.quant import fileformat, mixed
+    from toolkit.quant.ptq import quantized_layers
+    from toolkit.quant.spec import QuantSpec
+
+    model, tokenizer = tiny_bert(layers=1)
+    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.intermediate.dense"]
+    specs = [QuantSpec(bits=b, granularity="group", group_size=16) for b in (2, 4, 8)]
+    costs = mixed.layer_bytes(model, names, specs)
+    # query 32 x 32 = 1,024 weights in 64 groups: 2 bits -> 256 bytes of codes + 64 x 4 bytes of scales
+    assert costs[0] == [256 + 256, 512 + 256, 1024 + 256]
+    assert costs[1] == [512 + 512, 1024 + 512, 2048 + 512]  # intermediate: 64 x 32 = 2,048 weights, 128 groups
+    damages = [[1.0, 0.1, 0.0], [0.2, 0.05, 0.0]]  # the query is the sensitive one
+    plan = mixed.allocate(model, names, specs, damages, budget_bytes=768 + 1024, granularity=1)
+    assert [plan.specs[n].bits for n in names] == [4, 2] and plan.weight_bytes == 768 + 1024
+    assert plan.average_bits == pytest.approx((1024 * 4 + 2048 * 2) / 3072)
+    quantized = mixed.quantize_mixed(model, plan.specs)
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, torch.nn.Linear), "the model given is not changed"
+    path = tmp_path_factory.mktemp("mixed") / "mixed.safetensors"
+    fileformat.save_quantized(quantized, path)
+    reloaded = fileformat.load_quantized(path)
+    layers_found = {n: spec.bits for n, (_, spec) in quantized_layers(reloaded).items()}
+    assert layers_found == {names[0]: 4, names[1]: 2}
+    with pytest.raises(ValueError, match="cannot hold these layers"):
+        mixed.allocate(model, names, specs, damages, budget_bytes=100)
+    with pytest.raises(ValueError, match="not Linear or Embedding layers"):
+        mixed.layer_bytes(model, ["bert.encoder.layer.0.nothing"], specs)
+    with pytest.raises(ValueError, match="at least one integer QuantSpec"):
+        mixed.layer_bytes(model, names, [])
+    with pytest.raises(ValueError, match="damages must be a 2 x 3 table"):
+        mixed.allocate(model, names, specs, [[1.0, 0.0]], budget_bytes=10_000)
+
+
+def test_distillation_loss_is_zero_for_a_student_equal_to_its_teacher_and_checks_shapes():
+    from toolkit import train
+    from toolkit.data import batches
+
+    model, tokenizer = tiny_bert(layers=1)
+    batch = next(batches(tokenizer, few_examples(), batch_size=8))
+    loss = train.distillation_loss(model, ce_weight=0.0, hidden_weight=1.0)(model, batch)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-7)
+    other, _ = tiny_bert(layers=1)
+    with torch.no_grad():
+        other.bert.encoder.layer[0].output.dense.weight.add_(0.1)
+    assert float(train.distillation_loss(model, ce_weight=0.0, hidden_weight=1.0)(other, batch).detach()) > 0
+    deeper, _ = tiny_bert(layers=2)
+    with pytest.raises(ValueError, match="same depth and width|teacher's depth and width"):
+        train.distillation_loss(model, hidden_weight=1.0)(deeper, batch)
+    with pytest.raises(ValueError, match="hidden_weight must be zero or positive"):
+        train.distillation_loss(model, hidden_weight=-1.0)

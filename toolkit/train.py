@@ -50,33 +50,59 @@ class FineTuneConfig:
         return asdict(self)
 
 
-def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_weight: float = 0.5) -> Callable:
+def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_weight: float = 0.5,
+                      hidden_weight: float = 0.0) -> Callable:
     """A loss for ``fine_tune_(..., loss_fn=...)`` that lets ``teacher`` guide the model (Hinton et al. 2015):
 
-        L = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)) + ce_weight · CE(z_s, y)
+        L = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)) + ce_weight · CE(z_s, y) + hidden_weight · MSE_h
 
     z_t, z_s are the teacher's and the student's logits. The temperature T > 1 softens both
     distributions, so the student also learns how the teacher ranks the wrong classes; T²
-    keeps the KL term's gradients on the scale of the cross-entropy's. The teacher runs in
-    eval mode without gradients and is never changed.
+    keeps the KL term's gradients on the scale of the cross-entropy's. With ``hidden_weight``
+    > 0 the student also matches the teacher's hidden state after every block (TinyBERT,
+    TernaryBERT), which needs both to have the same width and depth:
+
+        MSE_h = mean over blocks k of  Σ_real tokens ||h_s,k - h_t,k||² / (tokens · d)
+
+    The teacher runs in eval mode without gradients and is never changed.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive; got {temperature!r}")
     if not ce_weight >= 0:
         raise ValueError(f"ce_weight must be zero or positive; got {ce_weight!r}")
+    if not hidden_weight >= 0:
+        raise ValueError(f"hidden_weight must be zero or positive; got {hidden_weight!r}")
+    hidden = hidden_weight > 0
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = model(**batch)
+        extra = {"output_hidden_states": True} if hidden else {}
+        out = model(**batch, **extra)
         was_training = teacher.training
         teacher.eval()  # no dropout in the teacher; its mode is restored right after
         with torch.no_grad():
-            teacher_logits = teacher(**{k: v for k, v in batch.items() if k != "labels"}).logits  # (batch, labels)
+            target = teacher(**{k: v for k, v in batch.items() if k != "labels"}, **extra)  # logits: (batch, labels)
         teacher.train(was_training)
-        kl = F.kl_div(F.log_softmax(out.logits / temperature, dim=-1), F.log_softmax(teacher_logits / temperature, dim=-1),
+        kl = F.kl_div(F.log_softmax(out.logits / temperature, dim=-1), F.log_softmax(target.logits / temperature, dim=-1),
                       log_target=True, reduction="batchmean")
-        return temperature**2 * kl + ce_weight * out.loss
+        loss = temperature**2 * kl + ce_weight * out.loss
+        if hidden:
+            loss = loss + hidden_weight * hidden_state_mse(out.hidden_states, target.hidden_states, batch["attention_mask"])
+        return loss
 
     return loss_fn
+
+
+def hidden_state_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over blocks (the embeddings' output excluded) of the squared difference per real token and feature.
+
+    ``student`` and ``teacher`` are the ``hidden_states`` tuples of a transformers model, (blocks + 1) x (batch, seq, d);
+    ``attention_mask`` is (batch, seq), 1 for real tokens."""
+    if len(student) != len(teacher) or student[-1].shape != teacher[-1].shape:
+        raise ValueError(f"hidden-state distillation needs a student of the teacher's depth and width; got {len(student)} "
+                         f"states of {tuple(student[-1].shape)} vs {len(teacher)} of {tuple(teacher[-1].shape)}")
+    mask = attention_mask.unsqueeze(-1).to(student[-1].dtype)  # (batch, seq, 1)
+    per_block = [((s - t).pow(2) * mask).sum() / (mask.sum() * s.shape[-1]) for s, t in zip(student[1:], teacher[1:])]
+    return torch.stack(per_block).mean()
 
 
 @dataclass(frozen=True)

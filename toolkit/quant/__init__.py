@@ -11,6 +11,10 @@
 - ``fileformat`` save_quantized / load_quantized: one safetensors file, checked on load
 - ``backends`` run stored int8 codes on torch's / torchao's int8 kernels
 - ``qat``      straight-through fake quantization, LSQ, QATLinear, prepare_qat / convert
+- ``sensitivity`` where error comes from: one-layer scans, Hessian traces, error through the blocks
+- ``mixed``    one spec per layer: bytes per option, the knapsack under a budget, quantize_mixed
+- ``smooth``   SmoothQuant: activation outliers moved into the weights
+- ``codebook`` product quantization (k-means codebooks) for embedding tables
 """
 
 from toolkit.quant.affine import QTensor, dequantize, fake_quantize, qparams_from_range, quantize

@@ -18,13 +18,14 @@ in units of ``granularity`` bytes:
     D_i(c) = min_j [ D_{i-1}(c - b_ij) + e_ij ],   D_0(c) = 0 for c ≥ 0
 
 **Sensitivity, measured.** ``layer_sensitivity`` quantizes one layer at a time and records the
-accuracy drop and the KL divergence of the logits against the float model; **activation outliers**
-are moved into the weights with SmoothQuant's per-channel scales (``smoothquant_scales``).
+accuracy drop and the KL divergence of the logits against the float model, and ``block_sqnr_db``
+follows the error of a quantized model through the blocks (hidden states against the float model's).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -40,17 +41,21 @@ def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], parameters: Sequence[t
 
     ``loss_fn`` recomputes the loss (a scalar) from the current parameters; every probe draws a fresh
     Rademacher vector per tensor and costs one forward and two backward passes. Returns one estimate
-    per tensor, the mean of ``probes`` samples of vᵀHv.
+    per tensor, the mean of ``probes`` samples of vᵀHv (attention runs on PyTorch's plain "math" kernel, which
+    can be differentiated twice).
     """
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
         raise ValueError(f"probes must be a positive integer; got {probes!r}")
     parameters = list(parameters)
     if not parameters or not all(p.requires_grad for p in parameters):
         raise ValueError("parameters must be a non-empty list of tensors with requires_grad=True")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     generator = torch.Generator().manual_seed(seed)
     totals = [0.0] * len(parameters)
     for _ in range(probes):
-        loss = loss_fn()
+        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no second derivative
+            loss = loss_fn()
         grads = torch.autograd.grad(loss, parameters, create_graph=True)
         vs = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p.dtype).to(p.device) for p in parameters]
         hvs = torch.autograd.grad(grads, parameters, grad_outputs=vs)  # H v for each tensor's block
@@ -141,28 +146,71 @@ def layer_sensitivity(model: torch.nn.Module, tokenizer, examples: Sequence[Exam
     return results
 
 
-# ----------------------------------------------------------------------------- SmoothQuant
-def smoothquant_scales(activation_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    """Per input channel j: s_j = max|X_j|^α / max|W_{:,j}|^(1-α) (Xiao et al. 2023).
+# ----------------------------------------------------------------------------- sensitivity, predicted per layer
+def predicted_damage(trace: float, weight: torch.Tensor, spec: QuantSpec) -> float:
+    """HAWQ-v2's second-order estimate of what quantizing ``weight`` at ``spec`` costs:
 
-    Dividing the activations by s and multiplying the weight's columns by s leaves X Wᵀ unchanged and moves
-    the outlier channels' range from the activations (hard to quantize per tensor) into the weights (easy,
-    per output channel). α = 0 leaves activations alone; α = 1 moves everything.
-    """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
-    if activation_absmax.shape != weight_absmax.shape or activation_absmax.dim() != 1:
-        raise ValueError(f"activation_absmax and weight_absmax must be (in_features,) vectors of one shape; got "
-                         f"{tuple(activation_absmax.shape)} and {tuple(weight_absmax.shape)}")
-    a, w = activation_absmax.clamp(min=1e-5), weight_absmax.clamp(min=1e-5)
-    return (a.pow(alpha) / w.pow(1 - alpha)).clamp(min=1e-5)
+        Ω = ½ · (Tr(H) / n) · ||Q(W) - W||²
+
+    (the mean curvature per weight times the squared quantization error, n = weight.numel())."""
+    from toolkit.quant.affine import fake_quantize
+
+    w = weight.detach().float()
+    return 0.5 * trace / w.numel() * float((fake_quantize(w, spec) - w).pow(2).sum())
 
 
-def smooth_linear(linear: torch.nn.Linear, scales: torch.Tensor) -> torch.nn.Linear:
-    """A copy of ``linear`` with column j of its weight multiplied by scales[j]: ``smooth_linear(l, s)(x / s) == l(x)``."""
-    if scales.shape != (linear.in_features,):
-        raise ValueError(f"scales must be ({linear.in_features},) for this layer; got {tuple(scales.shape)}")
-    result = copy.deepcopy(linear)
-    with torch.no_grad():
-        result.weight.mul_(scales.to(result.weight.dtype))  # (out, in) * (in,): scales the columns
-    return result
+LAYER_TYPES = {  # suffix of a BERT module name -> the role of that layer
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attention output",
+    "intermediate.dense": "FFN in",
+    "output.dense": "FFN out",
+    "embeddings.word_embeddings": "word embeddings",
+}
+
+
+def layer_type(name: str) -> str:
+    """The role of a BERT layer from its module name, e.g. "bert.encoder.layer.3.intermediate.dense" -> "FFN in"."""
+    for suffix, kind in LAYER_TYPES.items():  # "attention.output.dense" is tried before "output.dense"
+        if name.endswith(suffix):
+            return kind
+    raise ValueError(f"{name!r} is not a BERT layer this table knows; accepted suffixes: {', '.join(LAYER_TYPES)}")
+
+
+def layer_depth(name: str) -> int | None:
+    """The block index in a BERT module name ("...layer.3..." -> 3); None outside the blocks (embeddings)."""
+    parts = name.split(".")
+    for before, part in zip(parts, parts[1:]):
+        if before == "layer" and part.isdigit():
+            return int(part)
+    return None
+
+
+# ----------------------------------------------------------------------------- error propagation
+def block_sqnr_db(reference: torch.nn.Module, model: torch.nn.Module, tokenizer, examples: Sequence[Example],
+                  batch_size: int = 64) -> list[float]:
+    """SQNR in dB of ``model``'s hidden states against ``reference``'s, after the embeddings and after every block:
+
+        SQNR_k = 10 log10( Σ h_k² / Σ (ĥ_k - h_k)² )     over every real (non-padding) token
+
+    Returns one value per hidden state (embeddings output first). Both models must share a tokenizer and shape."""
+    from toolkit.data import batches
+
+    if len(examples) == 0:
+        raise ValueError("examples is empty: comparing hidden states needs at least one sentence")
+    signal: list[float] = []
+    noise: list[float] = []
+    with torch.inference_mode():
+        for batch in batches(tokenizer, examples, batch_size=batch_size):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            keep = inputs["attention_mask"].bool()  # (batch, seq)
+            h_ref = reference.eval()(**inputs, output_hidden_states=True).hidden_states  # (blocks + 1) x (batch, seq, d)
+            h_hat = model.eval()(**inputs, output_hidden_states=True).hidden_states
+            if not signal:
+                signal, noise = [0.0] * len(h_ref), [0.0] * len(h_ref)
+            for k, (a, b) in enumerate(zip(h_ref, h_hat)):
+                a, b = a[keep].float(), b[keep].float()  # (tokens, d)
+                signal[k] += float(a.pow(2).sum())
+                noise[k] += float((b - a).pow(2).sum())
+    return [10 * math.log10(s / n) if n > 0 else float("inf") for s, n in zip(signal, noise)]
