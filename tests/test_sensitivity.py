@@ -241,3 +241,41 @@ def test_distillation_loss_is_zero_for_a_student_equal_to_its_teacher_and_checks
         train.distillation_loss(model, hidden_weight=1.0)(deeper, batch)
     with pytest.raises(ValueError, match="hidden_weight must be zero or positive"):
         train.distillation_loss(model, hidden_weight=-1.0)
+
+
+def test_estimate_damages_keeps_scanned_values_and_scales_the_rest_by_error_power():
+    from toolkit.quant import mixed
+    from toolkit.quant.affine import fake_quantize
+    from toolkit.quant.spec import QuantSpec
+
+    model, _ = tiny_bert(layers=1)
+    names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.output.dense"]
+    scan_specs = [QuantSpec(bits=b, granularity="group", group_size=16) for b in (2, 4)]
+    scan = [sensitivity.LayerSensitivity(n, s.describe(), 0.9, 0.0, kl) for n, kl0 in zip(names, (0.4, 0.1))
+            for s, kl in zip(scan_specs, (kl0, kl0 / 10))]
+    per_channel_3 = QuantSpec(bits=3, granularity="channel")
+    options = [scan_specs[0], per_channel_3, QuantSpec(bits=8, granularity="group", group_size=16)]
+    layer_names, damages = mixed.estimate_damages(model, scan, scan_specs, options)
+    assert layer_names == names and damages[0][0] == 0.4 and damages[1][0] == 0.1  # scanned: kept as measured
+    w = dict(model.named_modules())[names[0]].weight.detach()
+    power = lambda spec: float((fake_quantize(w, spec) - w).pow(2).sum())  # noqa: E731
+    assert damages[0][1] == pytest.approx(0.04 * power(per_channel_3) / power(scan_specs[1]))  # 3 bits: from the 4-bit scan
+    assert damages[0][2] == pytest.approx(0.04 * power(options[2]) / power(scan_specs[1])) and damages[0][2] < 0.04 / 100
+    with pytest.raises(ValueError, match="scan has no result"):
+        mixed.estimate_damages(model, scan[:1], scan_specs, options)
+
+
+def test_record_inputs_drops_padding_and_block_sqnr_keeps_the_modes():
+    from toolkit.activations import record_inputs, record_outputs
+
+    model, tokenizer = tiny_bert(layers=1)
+    examples = few_examples()
+    name = "bert.encoder.layer.0.intermediate.dense"
+    x = record_inputs(model, [name], tokenizer, examples)[name]
+    tokens = sum(len(tokenizer(e.text)["input_ids"]) for e in examples)
+    assert x.shape == (tokens, 32)
+    torch.testing.assert_close(x, record_outputs(model, ["bert.encoder.layer.0.attention.output"], tokenizer, examples)[
+        "bert.encoder.layer.0.attention.output"])  # that layer's input is the attention block's output
+    model.train()
+    sensitivity.block_sqnr_db(model, model, tokenizer, examples)
+    assert model.training, "block_sqnr_db puts the models' modes back"

@@ -28,6 +28,21 @@ def record_outputs(
     batch_size: int = 32,
 ) -> dict[str, torch.Tensor]:
     """Outputs of the named modules for every real token: {name: (n_tokens, features)}."""
+    return _record(model, names, tokenizer, examples, batch_size, inputs=False)
+
+
+def record_inputs(
+    model: torch.nn.Module,
+    names: Sequence[str],
+    tokenizer,
+    examples: Sequence[Example],
+    batch_size: int = 32,
+) -> dict[str, torch.Tensor]:
+    """Inputs (the first argument) of the named modules for every real token: {name: (n_tokens, features)}."""
+    return _record(model, names, tokenizer, examples, batch_size, inputs=True)
+
+
+def _record(model, names, tokenizer, examples, batch_size, inputs: bool) -> dict[str, torch.Tensor]:
     modules = dict(model.named_modules())
     unknown = [n for n in names if n not in modules]
     if unknown:
@@ -39,14 +54,15 @@ def record_outputs(
     mask_holder: list[torch.Tensor] = []
 
     def hook_for(name):
-        def hook(module, inputs, output):
-            output = output[0] if isinstance(output, tuple) else output  # (batch, seq, features)
-            keep = mask_holder[0].bool()  # (batch, seq)
-            recorded[name].append(output.detach().float()[keep].cpu())  # (real_tokens, features)
+        def keep(value):
+            value = value[0] if isinstance(value, tuple) else value  # (batch, seq, features)
+            recorded[name].append(value.detach().float()[mask_holder[0].bool()].cpu())  # (real_tokens, features)
 
-        return hook
+        if inputs:
+            return lambda module, args: keep(args[0])
+        return lambda module, args, output: keep(output)
 
-    run_with_hooks(model, {modules[n]: hook_for(n) for n in names}, tokenizer, examples, mask_holder, batch_size)
+    run_with_hooks(model, {modules[n]: hook_for(n) for n in names}, tokenizer, examples, mask_holder, batch_size, pre=inputs)
     return {n: torch.cat(parts) for n, parts in recorded.items()}
 
 

@@ -24,19 +24,17 @@ from typing import Mapping, Sequence
 import torch
 
 from toolkit import layers
+from toolkit.quant.affine import fake_quantize
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
-from toolkit.quant.ptq import quantizable, swap_modules
-from toolkit.quant.sensitivity import allocate_bits
+from toolkit.quant.ptq import choose_modules, quantizable, swap_modules
+from toolkit.quant.sensitivity import LayerSensitivity, allocate_bits
 from toolkit.quant.spec import QuantSpec
 from toolkit.quant.storage import stored_bytes
 
 
 def _check_layers(model: torch.nn.Module, names: Sequence[str]) -> dict[str, str]:
     kinds = quantizable(model)
-    unknown = [n for n in names if n not in kinds]
-    if unknown:
-        sample = ", ".join(list(kinds)[:4])
-        raise ValueError(f"layers {unknown[:5]} are not Linear or Embedding layers of the model; names look like: {sample}, ...")
+    choose_modules(kinds, names, (), "Linear or Embedding layers")  # unknown names: an error listing accepted ones
     return kinds
 
 
@@ -93,6 +91,44 @@ def allocate(model: torch.nn.Module, layer_names: Sequence[str], specs: Sequence
         numel=numel,
         average_bits=bits,
     )
+
+
+def estimate_damages(model: torch.nn.Module, scan: Sequence[LayerSensitivity], scan_specs: Sequence[QuantSpec],
+                     options: Sequence[QuantSpec]) -> tuple[list[str], list[list[float]]]:
+    """The damage table for ``allocate``: (layer names, ``damages[i][j]`` for layer i at ``options[j]``).
+
+    A scanned option keeps its measured KL. Any other option takes the KL scanned at its bit width (the
+    widest scanned spec for wider options, the narrowest scanned one at or above it otherwise) times the
+    ratio of the weight's squared quantization errors,
+
+        d_i(o) = KL_i(s) · ||Q_o(W_i) - W_i||² / ||Q_s(W_i) - W_i||²
+
+    because to first order the KL grows with error power (``sensitivity.predicted_damage``).
+    """
+    _check_specs(scan_specs, "scan_specs")
+    _check_specs(options, "options")
+    layer_names = list(dict.fromkeys(r.layer for r in scan))
+    _check_layers(model, layer_names)
+    measured = {(r.layer, r.spec): r.kl for r in scan}  # (layer, spec.describe()) -> KL
+    missing = [(n, s.describe()) for n in layer_names for s in scan_specs if (n, s.describe()) not in measured]
+    if missing:
+        raise ValueError(f"scan has no result for {missing[:3]}: give the scan_specs the scan was run with")
+    by_bits = sorted(scan_specs, key=lambda s: s.bits)
+    modules = dict(model.named_modules())
+
+    def error_power(name, spec):
+        w = modules[name].weight.detach().float()
+        return float((fake_quantize(w, spec) - w).pow(2).sum())
+
+    damages = []
+    for name in layer_names:
+        row = []
+        for option in options:
+            scanned = next((s for s in by_bits if s.bits >= option.bits), by_bits[-1])
+            kl = measured[name, scanned.describe()]
+            row.append(kl if option == scanned else kl * error_power(name, option) / max(error_power(name, scanned), 1e-30))
+        damages.append(row)
+    return layer_names, damages
 
 
 def uniform(layer_names: Sequence[str], spec: QuantSpec) -> dict[str, QuantSpec]:

@@ -201,16 +201,23 @@ def block_sqnr_db(reference: torch.nn.Module, model: torch.nn.Module, tokenizer,
         raise ValueError("examples is empty: comparing hidden states needs at least one sentence")
     signal: list[float] = []
     noise: list[float] = []
-    with torch.inference_mode():
-        for batch in batches(tokenizer, examples, batch_size=batch_size):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            keep = inputs["attention_mask"].bool()  # (batch, seq)
-            h_ref = reference.eval()(**inputs, output_hidden_states=True).hidden_states  # (blocks + 1) x (batch, seq, d)
-            h_hat = model.eval()(**inputs, output_hidden_states=True).hidden_states
-            if not signal:
-                signal, noise = [0.0] * len(h_ref), [0.0] * len(h_ref)
-            for k, (a, b) in enumerate(zip(h_ref, h_hat)):
-                a, b = a[keep].float(), b[keep].float()  # (tokens, d)
-                signal[k] += float(a.pow(2).sum())
-                noise[k] += float((b - a).pow(2).sum())
+    modes = (reference.training, model.training)
+    reference.eval()
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in batches(tokenizer, examples, batch_size=batch_size):
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                keep = inputs["attention_mask"].bool()  # (batch, seq)
+                h_ref = reference(**inputs, output_hidden_states=True).hidden_states  # (blocks + 1) x (batch, seq, d)
+                h_hat = model(**inputs, output_hidden_states=True).hidden_states
+                if not signal:
+                    signal, noise = [0.0] * len(h_ref), [0.0] * len(h_ref)
+                for k, (a, b) in enumerate(zip(h_ref, h_hat)):
+                    a, b = a[keep].float(), b[keep].float()  # (tokens, d)
+                    signal[k] += float(a.pow(2).sum())
+                    noise[k] += float((b - a).pow(2).sum())
+    finally:  # the models' train/eval modes are theirs: put them back
+        reference.train(modes[0])
+        model.train(modes[1])
     return [10 * math.log10(s / n) if n > 0 else float("inf") for s, n in zip(signal, noise)]
