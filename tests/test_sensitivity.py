@@ -265,13 +265,13 @@ def test_estimate_damages_keeps_scanned_values_and_scales_the_rest_by_error_powe
         mixed.estimate_damages(model, scan[:1], scan_specs, options)
 
 
-def test_record_inputs_drops_padding_and_block_sqnr_keeps_the_modes():
-    from toolkit.activations import record_inputs, record_outputs
+def test_recorded_inputs_drop_padding_and_block_sqnr_keeps_the_modes():
+    from toolkit.activations import record_outputs
 
     model, tokenizer = tiny_bert(layers=1)
     examples = few_examples()
     name = "bert.encoder.layer.0.intermediate.dense"
-    x = record_inputs(model, [name], tokenizer, examples)[name]
+    x = record_outputs(model, [name], tokenizer, examples, inputs=True)[name]
     tokens = sum(len(tokenizer(e.text)["input_ids"]) for e in examples)
     assert x.shape == (tokens, 32)
     torch.testing.assert_close(x, record_outputs(model, ["bert.encoder.layer.0.attention.output"], tokenizer, examples)[

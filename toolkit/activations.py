@@ -26,20 +26,11 @@ def record_outputs(
     tokenizer,
     examples: Sequence[Example],
     batch_size: int = 32,
+    inputs: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Outputs of the named modules for every real token: {name: (n_tokens, features)}."""
-    return _record(model, names, tokenizer, examples, batch_size, inputs=False)
-
-
-def record_inputs(
-    model: torch.nn.Module,
-    names: Sequence[str],
-    tokenizer,
-    examples: Sequence[Example],
-    batch_size: int = 32,
-) -> dict[str, torch.Tensor]:
-    """Inputs (the first argument) of the named modules for every real token: {name: (n_tokens, features)}."""
-    return _record(model, names, tokenizer, examples, batch_size, inputs=True)
+    """Outputs of the named modules for every real token: {name: (n_tokens, features)}; with ``inputs=True``
+    their inputs (the first argument) instead."""
+    return _record(model, names, tokenizer, examples, batch_size, inputs)
 
 
 def _record(model, names, tokenizer, examples, batch_size, inputs: bool) -> dict[str, torch.Tensor]:
