@@ -200,3 +200,23 @@ def test_row_masks_prune_every_output_row_equally():
         assert row[kept == 0].max() <= row[kept == 1].min()  # the lowest scores of each row are the ones removed
     with pytest.raises(ValueError, match="sparsity must be a number in"):
         prune.row_masks(scores, 1.0)
+
+
+@pytest.mark.parametrize("layout", storage.LAYOUTS)
+def test_sparse_files_with_int8_values_store_one_byte_per_kept_weight(classifier, tmp_path, layout):
+    # hand-worked: row (0.5, 0, -1.27): scale 1.27 / 127 = 0.01, codes (50, 0, -127)
+    codes, scales = storage.int8_rows(torch.tensor([[0.5, 0.0, -1.27], [0.0, 0.0, 0.0]]))
+    assert codes.tolist() == [[50, 0, -127], [0, 0, 0]] and scales[0].item() == pytest.approx(0.01)
+    pruned = prune.apply_masks(classifier, prune.global_masks(prune.importance(classifier, "magnitude"), 0.9))
+    fp32_size = storage.save_sparse(pruned, tmp_path / "fp32.safetensors", layout=layout)
+    int8_size = storage.save_sparse(pruned, tmp_path / "int8.safetensors", layout=layout, value_bits=8)
+    state = storage.load_sparse_state_dict(tmp_path / "int8.safetensors")
+    name = "bert.encoder.layer.2.output.dense.weight"
+    w = pruned.state_dict()[name]
+    step = w.abs().amax(dim=1, keepdim=True) / 127  # (rows, 1): the rounding error is at most half a step per row
+    assert torch.all((state[name] - w).abs() <= step / 2 + 1e-7)
+    assert torch.all(state[name][w == 0] == 0), "a removed weight stays exactly zero"
+    nnz = sum(int((pruned.get_submodule(n).weight != 0).sum()) for n in prune.prunable_modules(pruned))
+    assert fp32_size - int8_size > 0.95 * 3 * nnz, "3 bytes saved per kept weight, less the row scales"
+    with pytest.raises(ValueError, match="value_bits must be one of"):
+        storage.save_sparse(pruned, tmp_path / "x.safetensors", value_bits=4)

@@ -127,4 +127,4 @@ def quiz(name: str, answer: str | None) -> bool:
 
 
 def _load_chapters() -> None:
-    from toolkit.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch09  # noqa: F401  (registers their exercises on import)
+    from toolkit.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09  # noqa: F401  (registers their exercises on import)

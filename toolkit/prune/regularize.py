@@ -14,7 +14,7 @@ proximal step (soft thresholding) applies the penalty exactly after each optimiz
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -47,3 +47,100 @@ def soft_threshold_(weights: Iterable[torch.Tensor], threshold: float) -> int:
         w.copy_(w.sign() * (w.abs() - threshold).clamp(min=0))
         zeros += int((w == 0).sum())
     return zeros
+
+
+PENALTIES = ("none", "l1", "l2", "group lasso")
+
+
+@torch.no_grad()
+def group_soft_threshold_(weights: Iterable[torch.Tensor], threshold: float) -> int:
+    """Proximal group-lasso step in place, one group per row: w_row ← w_row · max(0, 1 - threshold / ||w_row||₂).
+    Returns how many rows are exactly zero afterwards."""
+    if threshold < 0:
+        raise ValueError(f"threshold must be non-negative; got {threshold!r}")
+    zero_rows = 0
+    for w in weights:
+        norms = w.norm(dim=1, keepdim=True)  # (rows, 1)
+        w.mul_((1 - threshold / norms.clamp(min=1e-12)).clamp(min=0))
+        zero_rows += int((w.abs().sum(dim=1) == 0).sum())
+    return zero_rows
+
+
+def learning_rate_at(step: int, learning_rate: float, total_steps: int, warmup_fraction: float = 0.1) -> float:
+    """η of optimizer step ``step`` (counted from 1) in ``toolkit.train.fine_tune_``'s schedule: linear warm-up over
+    ``warmup_fraction`` of the steps, then linear decay to zero (transformers' ``get_linear_schedule_with_warmup``,
+    whose factor at k - 1 sets the rate of step k)."""
+    warmup = int(warmup_fraction * total_steps)
+    k = step - 1
+    factor = k / max(1, warmup) if k < warmup else max(0.0, (total_steps - k) / max(1, total_steps - warmup))
+    return learning_rate * factor
+
+
+class ProximalPenalty:
+    """A penalty applied exactly after every optimizer step (decoupled from the optimizer, like AdamW's weight
+    decay), with η_t the learning rate of that step and λ the strength:
+
+        none:        w unchanged
+        l1:          w ← sign(w) · max(|w| - η_t λ, 0)          (soft thresholding: the proximal step of λ Σ|w|)
+        l2:          w ← w · (1 - η_t λ)                         (decoupled weight decay: the gradient step of λ/2 Σ w²)
+        group lasso: w_row ← w_row · max(0, 1 - η_t λ / ||w_row||₂)   (one group per row)
+
+    With Adam, a penalty added to the loss is rescaled with the task's gradient, so its pull stops depending on λ;
+    applied here, it pulls at rate η_t λ whatever the optimizer does. Pass ``on_step=penalty`` to ``fine_tune_``;
+    ``total_steps`` must be the number of optimizer steps of that fine-tune."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], penalty: str, strength: float, learning_rate: float,
+                 total_steps: int, warmup_fraction: float = 0.1):
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}; got {penalty!r}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
+            raise ValueError(f"strength must be a non-negative number (λ); got {strength!r}")
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer; got {total_steps!r}")
+        self.weights, self.penalty, self.strength = list(weights.values()), penalty, float(strength)
+        self.learning_rate, self.total_steps, self.warmup_fraction = learning_rate, total_steps, warmup_fraction
+
+    def __call__(self, step: int) -> None:
+        threshold = learning_rate_at(step, self.learning_rate, self.total_steps, self.warmup_fraction) * self.strength
+        if self.penalty == "l1":
+            soft_threshold_(self.weights, threshold)
+        elif self.penalty == "group lasso":
+            group_soft_threshold_(self.weights, threshold)
+        elif self.penalty == "l2":
+            with torch.no_grad():
+                for w in self.weights:
+                    w.mul_(1 - threshold)
+
+
+def penalized_loss(weights: dict[str, torch.Tensor], penalty: str, strength: float, base: Callable | None = None) -> Callable:
+    """A loss for ``toolkit.train.fine_tune_(..., loss_fn=...)``: the task loss plus λ times a penalty on ``weights``.
+
+        none: L     l1: L + λ Σ|w|     l2: L + λ Σ w²     group lasso: L + λ Σ_rows ||w_row||₂
+
+    ``base(model, batch)`` is the task loss (default: the model's own cross-entropy). The optimizer sees the
+    penalty's (sub)gradient λ·sign(w), 2λw or λ·w_row/||w_row|| beside the task's; with Adam both are rescaled
+    together (``ProximalPenalty`` applies a penalty at a fixed rate instead)."""
+    if penalty not in PENALTIES:
+        raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}; got {penalty!r}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
+        raise ValueError(f"strength must be a non-negative number (λ); got {strength!r}")
+    tensors = list(weights.values())
+
+    def term() -> torch.Tensor:
+        if penalty == "l1":
+            return l1_penalty(tensors)
+        if penalty == "l2":
+            return l2_penalty(tensors)
+        return sum(group_lasso_penalty(w, dim=1) for w in tensors)
+
+    def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        loss = base(model, batch) if base is not None else model(**batch).loss
+        return loss if penalty == "none" or strength == 0 else loss + strength * term()
+
+    return loss_fn
+
+
+def near_zero_share(weights: Iterable[torch.Tensor], tolerance: float = 1e-3) -> float:
+    """Fraction of weights with |w| <= tolerance."""
+    weights = list(weights)
+    return sum(int((w.detach().abs() <= tolerance).sum()) for w in weights) / sum(w.numel() for w in weights)

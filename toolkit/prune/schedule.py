@@ -48,16 +48,23 @@ def iterative_sparsities(final: float, rounds: int) -> list[float]:
 
 
 class MovementScores:
-    """Accumulates S = Σ_t -w · ∂L/∂w for named weights; call ``update()`` after every ``loss.backward()``."""
+    """Accumulates S = Σ_t -w · ∂L/∂w for named weights.
+
+    Call ``update()`` after every ``loss.backward()``, or ``attach()`` once: it registers a hook that
+    adds each step's term as soon as the gradient is accumulated (``detach()`` removes it). For a layer
+    pruned with ``torch.nn.utils.prune`` the trained tensor is ``weight_orig``, and that is the one
+    tracked."""
 
     def __init__(self, model: torch.nn.Module, names: Iterable[str]):
+        names = list(names)
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules or not hasattr(modules[n], "weight")]
         if missing:
             raise ValueError(f"names must be modules with a weight; not found: {missing[:5]}")
-        self.weights = {n: modules[n].weight for n in names}
+        self.weights = {n: getattr(modules[n], "weight_orig", modules[n].weight) for n in names}
         self.scores = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in self.weights.items()}
         self.updates = 0
+        self._hooks = []
 
     @torch.no_grad()
     def update(self) -> None:
@@ -65,3 +72,19 @@ class MovementScores:
             if weight.grad is not None:
                 self.scores[name] -= (weight.detach() * weight.grad).float()
         self.updates += 1
+
+    def attach(self) -> "MovementScores":
+        """Accumulate automatically after every backward pass (a post-accumulate-grad hook per weight)."""
+        if self._hooks:
+            return self
+        for name, weight in self.weights.items():
+            def hook(param, name=name):
+                with torch.no_grad():
+                    self.scores[name] -= (param.detach() * param.grad).float()
+            self._hooks.append(weight.register_post_accumulate_grad_hook(hook))
+        return self
+
+    def detach(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []

@@ -46,3 +46,37 @@ def sparse_vs_dense(weight: torch.Tensor, tokens: int = 1024, warmup: int = 3, r
                                    names=("dense", "CSR"), workload=workload)  # (out, tokens) each
     return {"dense_ms": comparison.baseline_ms, "sparse_ms": comparison.candidate_ms, "speedup": comparison.ratio,
             "threads": comparison.threads, "comparison": comparison}
+
+
+class SparseLinear(torch.nn.Module):
+    """y = x Wᵀ + b with W stored in CSR and multiplied by ``torch.sparse.mm``: (..., in) -> (..., out)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            self.weight = torch.nn.Parameter(linear.weight.detach().to_sparse_csr(), requires_grad=False)  # (out, in)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)  # (tokens, in)
+        y = torch.sparse.mm(self.weight, flat.t()).t()  # (out, in) @ (in, tokens) -> (tokens, out)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def with_sparse_linears(model: torch.nn.Module, names) -> torch.nn.Module:
+    """A copy of ``model`` whose linear layers ``names`` run as ``SparseLinear`` (``model`` is not changed)."""
+    import copy
+
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if not isinstance(modules.get(n), torch.nn.Linear)]
+    if unknown:
+        raise ValueError(f"names must be nn.Linear layers of the model; not found: {unknown[:3]}")
+    result = copy.deepcopy(model)
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(result.get_submodule(parent) if parent else result, child, SparseLinear(result.get_submodule(name)))
+    return result.eval()

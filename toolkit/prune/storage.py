@@ -16,6 +16,10 @@ byte per position. With int16 column indices CSR is smaller only when the densit
 ``save_sparse`` writes a model with its prunable layers in either layout (atomically, with a
 sha256 of its tensors), and ``load_sparse_state_dict`` checks the sha256 and reads it back as
 dense tensors, so a round trip can be checked.
+
+Pruning and quantization combine: with ``value_bits=8`` the kept values are stored as int8 codes
+with one fp32 scale per row (symmetric, scale_r = max_j |W_rj| / 127, code = round(W / scale_r)),
+so each kept weight costs 1 byte instead of 4: bytes = layout bytes with value bytes 1 + 4 · rows.
 """
 
 from __future__ import annotations
@@ -72,7 +76,21 @@ def bitmask_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mask": pack(kept.to(torch.int16), bits=1, qmin=0), "values": flat[kept].contiguous()}
 
 
+VALUE_BITS = (None, 8)
+
+
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of a 2-D weight with one scale per row: (codes (rows, cols) int8, scales (rows,) fp32)."""
+    scales = weight.detach().abs().amax(dim=1).float() / 127  # (rows,)
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # an all-zero row keeps code 0 with any scale
+    codes = torch.round(weight.detach().float() / scales[:, None]).clamp(-127, 127).to(torch.int8)  # (rows, cols)
+    return codes, scales
+
+
 def _dense_from(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if "scales" in parts:  # int8 codes: decode them as a dense matrix of codes, then scale each row
+        codes = _dense_from({k: v.float() if k == "values" else v for k, v in parts.items() if k != "scales"}, layout, shape)
+        return codes * parts["scales"][:, None]  # (rows, cols) * (rows, 1)
     if layout == "csr":
         return torch.sparse_csr_tensor(
             parts["crow_indices"].long(), parts["col_indices"].long(), parts["values"], size=shape, check_invariants=True
@@ -84,24 +102,33 @@ def _dense_from(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, .
     return dense.reshape(shape)
 
 
-def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "csr", modules=None) -> int:
-    """Write ``model`` with its prunable layers' weights in ``layout``; returns the file's bytes."""
+def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "csr", modules=None, value_bits: int | None = None) -> int:
+    """Write ``model`` with its prunable layers' weights in ``layout``, their kept values in fp32 or, with
+    ``value_bits=8``, as int8 codes with a scale per row; returns the file's bytes."""
     from toolkit.prune.importance import prunable_modules
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    if value_bits not in VALUE_BITS:
+        raise ValueError(f"value_bits must be one of {VALUE_BITS} (None keeps the weight's dtype); got {value_bits!r}")
     sparse_names = set(prunable_modules(model, modules))
     tensors, shapes = {}, {}
     for key, value in model.state_dict().items():
         layer = key.rsplit(".", 1)[0]
         if key.endswith(".weight") and layer in sparse_names:
+            scales = None
+            if value_bits == 8:
+                value, scales = int8_rows(value)  # codes keep the zeros where the weight is zero
             parts = csr_tensors(value) if layout == "csr" else bitmask_tensors(value)
+            if scales is not None:
+                parts["scales"] = scales
             for part, tensor in parts.items():
                 tensors[f"{key}.{part}"] = tensor
             shapes[key] = list(value.shape)
         else:
             tensors[key] = value.detach().cpu().contiguous()
-    metadata = {"format": FORMAT, "layout": layout, "sparse_shapes": json.dumps(shapes), "sha256": tensors_sha256(tensors)}
+    metadata = {"format": FORMAT, "layout": layout, "value_bits": str(value_bits or 0), "sparse_shapes": json.dumps(shapes),
+                "sha256": tensors_sha256(tensors)}
     return save_safetensors_atomically(tensors, path, metadata)
 
 

@@ -1,0 +1,249 @@
+"""Pruning while training: one loop for one-shot, iterative and gradual pruning.
+
+A **schedule** says which sparsity the model must have after each training step t = 0, 1, ..., T
+(t = 0 is before the first step). The three methods differ only in their schedule; the training
+steps, the learning rate and the loss are the same, so a comparison between them is fair:
+
+    one-shot:   s_t = s_f for every t: prune once, then train the survivors for all T steps
+    iterative:  k rounds of T/k steps; round r (r = 1..k) starts by pruning to 1 - (1 - s_f)^(r/k)
+    gradual:    the cubic schedule of Zhu & Gupta (2017), pruning every Δt steps from step t0 during
+                ``pruning_fraction`` of T, then training at s_f:
+                s_t = s_f · (1 - (1 - (t - t0) / (n Δt))³)   for t0 ≤ t ≤ t0 + n Δt
+
+Masks are ``torch.nn.utils.prune`` buffers (``apply.apply_masks_``): the layer trains
+``weight_orig`` and multiplies by ``weight_mask`` in a forward pre-hook, so a removed weight gets
+no gradient and stays removed. At each update the criterion scores the weights that are still in
+(magnitude |w|, or movement scores -Σ w·∂L/∂w); removed weights score -inf, so masks only ever
+lose weights and the sparsity follows the schedule exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from toolkit.prune import masks as masks_module
+from toolkit.prune.apply import apply_masks_
+from toolkit.prune.masks import check_sparsity
+from toolkit.prune.schedule import MovementScores, cubic_sparsity, iterative_sparsities
+
+METHODS = ("one-shot", "iterative", "gradual")
+CRITERIA = ("magnitude", "movement")
+SCOPES = ("local", "global")
+
+
+@dataclass(frozen=True)
+class PruningSchedule:
+    """Target sparsity at every training step for one of ``METHODS``.
+
+    ``steps`` is the number of training steps T; ``rounds`` the k of iterative pruning;
+    ``pruning_fraction`` the share of T over which gradual pruning raises the sparsity, every
+    ``frequency`` steps."""
+
+    method: str
+    final: float
+    steps: int
+    rounds: int = 3
+    pruning_fraction: float = 0.75
+    frequency: int = 2
+    start_fraction: float = 0.0  # gradual: t0 = start_fraction · T, training before any pruning (movement scores need it)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
+        check_sparsity(self.final)
+        for name in ("steps", "rounds", "frequency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.method == "iterative" and self.rounds > self.steps:
+            raise ValueError(f"rounds ({self.rounds}) must not exceed steps ({self.steps}): every round needs a training step")
+        if not 0 < self.pruning_fraction <= 1:
+            raise ValueError(f"pruning_fraction must be in (0, 1]; got {self.pruning_fraction!r}")
+        if not 0 <= self.start_fraction < 1 or self.start_fraction + self.pruning_fraction > 1:
+            raise ValueError(f"start_fraction must be in [0, 1) with start_fraction + pruning_fraction <= 1; "
+                             f"got {self.start_fraction!r} + {self.pruning_fraction!r}")
+
+    @property
+    def start(self) -> int:
+        """t0, the step gradual pruning starts at."""
+        return round(self.start_fraction * self.steps)
+
+    @property
+    def pruning_steps(self) -> int:
+        """n, the number of gradual pruning updates: n Δt ≈ pruning_fraction · T."""
+        return max(1, round(self.pruning_fraction * self.steps / self.frequency))
+
+    def round_starts(self) -> list[int]:
+        """Iterative pruning: the step at which each round prunes (0 for the first)."""
+        return [math.floor(r * self.steps / self.rounds) for r in range(self.rounds)]
+
+    def at(self, step: int, final: float | None = None) -> float:
+        """The sparsity the model must have after ``step`` training steps (``final`` overrides s_f, e.g. per layer)."""
+        final = self.final if final is None else check_sparsity(final)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative integer; got {step!r}")
+        if self.method == "one-shot":
+            return final
+        if self.method == "iterative":
+            reached = sum(start <= step for start in self.round_starts())  # rounds that have pruned by now
+            return iterative_sparsities(final, self.rounds)[reached - 1]
+        return cubic_sparsity(step, final, start=self.start, steps=self.pruning_steps, frequency=self.frequency)
+
+
+@dataclass
+class PruningLog:
+    """What happened: the sparsity after every update and the masks at the end."""
+
+    steps: list[int] = field(default_factory=list)
+    sparsity: list[float] = field(default_factory=list)  # fraction of the pruned layers' weights removed
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _current_masks(model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    return {n: model.get_submodule(n).weight_mask for n in names}
+
+
+@torch.no_grad()
+def update_masks_(model: torch.nn.Module, names: Sequence[str], targets: dict[str, float] | float, scores: dict[str, torch.Tensor],
+                  scope: str = "local") -> float:
+    """Shrink the masks of ``names`` (already hooked by ``apply_masks_``) so each layer reaches its target
+    sparsity (``local``), or the whole set reaches one target with one threshold (``global``).
+    Weights already removed score -inf and stay removed. Returns the sparsity over all ``names``."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    current = _current_masks(model, names)
+    live = {n: torch.where(current[n] > 0, scores[n].float(), torch.full_like(current[n], -math.inf)) for n in names}
+    if scope == "global":
+        if not isinstance(targets, float):
+            raise ValueError("a global scope takes one target sparsity for all layers, not one per layer")
+        new = masks_module.global_masks(live, targets)
+        # ties at -inf: global_masks keeps nothing at or below the threshold, which only ever removes more of the removed
+    else:
+        per_layer = targets if isinstance(targets, dict) else {n: targets for n in names}
+        new = {n: masks_module.local_masks({n: live[n]}, per_layer[n])[n] for n in names}
+    for n in names:
+        current[n].copy_(new[n] * current[n])  # (out, in): never revive a removed weight
+    removed = sum(int((current[n] == 0).sum()) for n in names)
+    return removed / sum(current[n].numel() for n in names)
+
+
+def prune_during_training_(
+    model: torch.nn.Module,
+    tokenizer,
+    train,
+    schedule: PruningSchedule,
+    config,
+    names: Sequence[str] | None = None,
+    criterion: str = "magnitude",
+    scope: str = "local",
+    layer_sparsity: dict[str, float] | None = None,
+    loss_fn: Callable | None = None,
+    progress: bool = True,
+) -> PruningLog:
+    """Train ``model`` in place with ``toolkit.train.fine_tune_`` while its masks follow ``schedule``; the masks are
+    made permanent at the end (``remove_masks_``), so the model comes back with plain weights and exact zeros.
+
+    ``layer_sparsity`` gives each layer its own final sparsity (local scope only); the schedule then runs
+    for each layer with its own s_f. ``config.epochs`` × the steps per epoch must equal ``schedule.steps``.
+    The embeddings are frozen (``requires_grad=False``) while training: they are not pruned.
+    """
+    from toolkit.prune.apply import remove_masks_
+    from toolkit.prune.importance import prunable_modules
+    from toolkit.train import fine_tune_
+
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    names = prunable_modules(model, names)
+    if layer_sparsity is not None:
+        if scope != "local":
+            raise ValueError("layer_sparsity needs scope='local': a global threshold decides each layer's share itself")
+        missing = sorted(set(names) - set(layer_sparsity))
+        unknown = sorted(set(layer_sparsity) - set(names))
+        if missing or unknown:
+            raise ValueError(f"layer_sparsity must name exactly the pruned layers; missing {missing[:3]}, unknown {unknown[:3]}")
+        for value in layer_sparsity.values():
+            check_sparsity(value)
+    examples = list(train[: config.train_limit] if config.train_limit else train)
+    total = -(-len(examples) // config.batch_size) * config.epochs
+    if total != schedule.steps:
+        raise ValueError(f"the schedule has {schedule.steps} steps but the training runs {total} "
+                         f"({len(examples)} examples, batch {config.batch_size}, {config.epochs} epochs)")
+    apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
+    movement = MovementScores(model, names).attach() if criterion == "movement" else None
+    log = PruningLog()
+    frozen = [p for p in model.base_model.embeddings.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+
+    def targets(step):
+        if layer_sparsity is None:
+            return schedule.at(step)
+        return {n: schedule.at(step, layer_sparsity[n]) for n in names}
+
+    def update(step):
+        wanted = targets(step)
+        if step > 0 and wanted == targets(step - 1):
+            return
+        if criterion == "movement":
+            scores = movement.scores
+        else:
+            scores = {n: model.get_submodule(n).weight_orig.detach().abs() for n in names}
+        log.steps.append(step)
+        log.sparsity.append(update_masks_(model, names, wanted, scores, scope))
+        if progress and step > 0:
+            tqdm.write(f"step {step}: sparsity {log.sparsity[-1]:.1%}")
+
+    try:
+        if criterion == "magnitude" or schedule.at(0) == 0:
+            update(0)
+        else:  # movement needs some training before its scores mean anything: one-shot movement scores after one epoch
+            raise ValueError("movement pruning needs a schedule that starts at sparsity 0 (iterative or gradual), "
+                             "since its scores are learned during training")
+        fine_tune_(model, tokenizer, examples, config, progress=progress, on_step=update, loss_fn=loss_fn)
+    finally:
+        if movement is not None:
+            movement.detach()
+        for p in frozen:
+            p.requires_grad_(True)
+    log.masks = {n: m.detach().clone() for n, m in _current_masks(model, names).items()}
+    remove_masks_(model)
+    return log
+
+
+def allocate_sparsity(damage: dict[str, float], sizes: dict[str, int], target: float, spread: float = 0.1,
+                      ceiling: float = 0.99) -> dict[str, float]:
+    """Per-layer sparsities from a sensitivity scan, at the same overall sparsity as a uniform ``target``.
+
+    Layers are ranked by ``damage`` (what pruning that layer alone cost, e.g. a KL divergence); the least
+    sensitive gets target + spread, the most sensitive target - spread, linearly by rank (the rule of OWL,
+    Yin et al. 2023, with ranks instead of outlier ratios). A shift c, found by bisection, makes the
+    weighted mean exact:  Σ_l n_l · clip(s_l + c, 0, ceiling) = target · Σ_l n_l.
+    """
+    check_sparsity(target)
+    if not 0 <= spread < 1:
+        raise ValueError(f"spread must be in [0, 1); got {spread!r}")
+    if set(damage) != set(sizes) or not damage:
+        raise ValueError("damage and sizes must name the same, non-empty set of layers")
+    order = sorted(damage, key=damage.get)  # least sensitive first
+    last = max(len(order) - 1, 1)
+    base = {n: target + spread * (1 - 2 * rank / last) for rank, n in enumerate(order)}
+    total = sum(sizes.values())
+
+    def shifted(c):
+        return {n: min(max(base[n] + c, 0.0), ceiling) for n in order}
+
+    def mean(c):
+        return sum(sizes[n] * s for n, s in shifted(c).items()) / total
+
+    low, high = -1.0, 1.0
+    for _ in range(60):  # mean(c) rises with c: bisection to ~1e-18
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean(middle) < target else (low, middle)
+    return shifted((low + high) / 2)
