@@ -197,7 +197,8 @@ def prune_during_training_(
             scores = {n: model.get_submodule(n).weight_orig.detach().abs() for n in names}
         log.steps.append(step)
         log.sparsity.append(update_masks_(model, names, wanted, scores, scope))
-        if progress and step > 0:
+        reached = abs(log.sparsity[-1] - schedule.final) < 1e-3 or layer_sparsity is not None and step == schedule.steps
+        if progress and step > 0 and (reached or len(log.steps) % 5 == 0):  # a few lines per run, not one per update
             tqdm.write(f"step {step}: sparsity {log.sparsity[-1]:.1%}")
 
     try:
