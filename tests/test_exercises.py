@@ -25,7 +25,29 @@ def test_wrong_answer_shows_the_case_and_a_hint(capsys):
     chosen = exercises.check("01.expected_bytes", lambda n, dtype: n * 4)
     assert chosen is ch01.expected_bytes
     out = capsys.readouterr().out
-    assert "✘" in out and "expected 2000, got 4000" in out and "torch.finfo" in out
+    assert "✘" in out and "expected 2000, got 4000" in out and "Hint 1 of 3 (idea)" in out
+    assert "torch.finfo" not in out, "the first failure gives the idea, never the code"
+    assert "hint('01.expected_bytes', level=2)" in out, "and says how to get the next tier"
+
+
+def test_hints_come_one_tier_at_a_time(capsys):
+    for level, tier in enumerate(("idea", "formula", "code"), 1):
+        text = exercises.hint("01.expected_bytes", level=level)
+        out = capsys.readouterr().out
+        assert f"hint {level} of 3 ({tier})" in out and text in out
+    assert "torch.finfo" in text and "Next:" not in out, "the last tier is the code, with nothing after it"
+    with pytest.raises(ValueError, match="level must be 1, 2 or 3"):
+        exercises.hint("01.expected_bytes", level=4)
+    with pytest.raises(ValueError, match="is not known; accepted"):
+        exercises.hint("01.nope")
+
+
+def test_every_exercise_has_three_tiers_and_only_the_last_is_code():
+    exercises._load_chapters()
+    for exercise in exercises.EXERCISES.values():
+        idea, formula, code = exercise.hint
+        assert idea and formula and code, exercise.name
+        assert "return" in code and "return" not in idea and "return" not in formula, exercise.name
 
 
 def test_a_crashing_attempt_answers_with_a_hint_not_a_traceback(capsys):
@@ -78,3 +100,33 @@ def test_lesson_solutions_pass_their_checks(name, code, capsys):
     exec(compile(code, f"<solution {name}>", "exec"), namespace)
     function = namespace[name.split(".", 1)[1]]
     assert exercises.check(name, function) is function, capsys.readouterr().out
+
+
+def _stubs() -> list[tuple[str, str, list[str]]]:
+    """(notebook, exercise name, the stub's parameter names) for every stub a notebook checks."""
+    import ast
+
+    import nbformat
+
+    found = []
+    for path in sorted((LESSONS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        checked = dict(re.findall(r'(\w+) = toolkit\.exercises\.check\("([^"]+)", \1\)', "\n".join(cells)))
+        for source in cells:
+            if "raise NotImplementedError" not in source:
+                continue
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.FunctionDef) and node.name in checked:
+                    found.append((path.stem, checked[node.name], [a.arg for a in node.args.args]))
+    return found
+
+
+def test_every_exercise_has_a_stub_with_its_references_signature():
+    import inspect
+
+    exercises._load_chapters()
+    stubs = _stubs()
+    assert {name for _, name, _ in stubs} == set(exercises.EXERCISES), "every exercise has exactly one stub in a notebook"
+    for notebook, name, params in stubs:
+        reference = list(inspect.signature(exercises.EXERCISES[name].reference).parameters)
+        assert params == reference, f"{notebook}: the stub of {name} takes {params}, the reference {reference}"

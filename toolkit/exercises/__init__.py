@@ -10,10 +10,14 @@ A chapter's exercise is a stub the reader fills in, followed by a check cell::
 ``check`` runs the reader's function on every case. It answers with one of:
 
 - ``✔`` all cases pass: the reader's function is returned and used by the cells below;
-- ``✘`` a case fails or raises: the input, the expected and the actual value, and a hint;
-  the reference solution is returned so the chapter still runs;
+- ``✘`` a case fails or raises: the input, the expected and the actual value, and the first
+  hint; the reference solution is returned so the chapter still runs;
 - ``○`` the stub is untouched (it raised ``NotImplementedError``): the reference solution
   is returned and the message says so.
+
+Hints come in tiers, shown one at a time: the first says the idea, the second the formula, the
+last the code. ``check`` shows only the first; ``hint("01.expected_bytes", level=2)`` shows the
+next, so a reader asks for the code only after trying with the idea and the formula.
 
 Reference solutions and cases live in one module per chapter (``toolkit/exercises/ch01.py``);
 the lesson plans print the same solutions and the tests run them through the same checks.
@@ -34,8 +38,12 @@ class Exercise:
     title: str
     reference: Callable
     cases: tuple[tuple[tuple, Any], ...]  # ((args, expected), ...)
-    hint: str
+    hint: tuple[str, ...]  # tiers: (idea, formula, code)
     rel_tol: float = 0.0
+
+    def __post_init__(self):
+        if isinstance(self.hint, str) or len(self.hint) != 3:
+            raise ValueError(f"exercise {self.name}: hint must be three tiers (idea, formula, code)")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,26 @@ def _same(got: Any, expected: Any, rel_tol: float) -> bool:
     return got == expected
 
 
+TIERS = ("idea", "formula", "code")
+
+
+def _first_hint(exercise: Exercise) -> str:
+    return (f"Hint 1 of {len(exercise.hint)} ({TIERS[0]}): {exercise.hint[0]}\n"
+            f"  Stuck? toolkit.exercises.hint({exercise.name!r}, level=2) shows the {TIERS[1]}.")
+
+
+def hint(name: str, level: int = 1) -> str:
+    """Show tier ``level`` of an exercise's hints (1 the idea, 2 the formula, 3 the code) and return it."""
+    exercise = _lookup(EXERCISES, name, "exercise")
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= len(exercise.hint):
+        raise ValueError(f"level must be 1, 2 or 3 (idea, formula, code); got {level!r}")
+    text = exercise.hint[level - 1]
+    more = (f"\n  Next: toolkit.exercises.hint({name!r}, level={level + 1}) shows the {TIERS[level]}."
+            if level < len(exercise.hint) else "")
+    print(f"{exercise.title} · hint {level} of {len(exercise.hint)} ({TIERS[level - 1]}): {text}{more}")
+    return text
+
+
 def check(name: str, attempt: Callable) -> Callable:
     """Run ``attempt`` on the exercise's cases; return it if right, else the reference."""
     exercise = _lookup(EXERCISES, name, "exercise")
@@ -90,19 +118,19 @@ def check(name: str, attempt: Callable) -> Callable:
         except NotImplementedError:
             print(
                 f"○ {exercise.title}: not attempted yet. The chapter goes on with the reference "
-                f"solution; fill in the stub and re-run this cell to check yours.\n  Hint: {exercise.hint}"
+                f"solution; fill in the stub and re-run this cell to check yours.\n  {_first_hint(exercise)}"
             )
             return exercise.reference
         except Exception as error:  # a reader's bug must answer with a hint, not a traceback
             print(
                 f"✘ {exercise.title}: calling it with ({shown}) raised {type(error).__name__}: {error}\n"
-                f"  Hint: {exercise.hint}\n  The chapter goes on with the reference solution."
+                f"  {_first_hint(exercise)}\n  The chapter goes on with the reference solution."
             )
             return exercise.reference
         if not _same(got, expected, exercise.rel_tol):
             print(
                 f"✘ {exercise.title}: for ({shown}) expected {expected!r}, got {got!r}.\n"
-                f"  Hint: {exercise.hint}\n  The chapter goes on with the reference solution."
+                f"  {_first_hint(exercise)}\n  The chapter goes on with the reference solution."
             )
             return exercise.reference
     print(f"✔ {exercise.title}: correct on all {len(exercise.cases)} cases.")

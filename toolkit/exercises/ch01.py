@@ -26,8 +26,11 @@ register(
             ((7, torch.int8), 7),
             ((22_713_216, torch.float32), 90_852_864),
         ),
-        hint="torch.finfo(dtype).bits gives the bits of one floating-point value "
-        "(torch.iinfo for integer dtypes); a byte holds 8 bits; return an int.",
+        hint=(
+            'every number of a tensor takes the same number of bits, fixed by its dtype; a byte is 8 bits.',
+            'bytes = num_parameters × bits_per_value / 8, with bits_per_value = torch.finfo(dtype).bits (torch.iinfo for integers).',
+            'bits = (torch.finfo(dtype) if dtype.is_floating_point else torch.iinfo(dtype)).bits; return num_parameters * bits // 8',
+        ),
     )
 )
 
@@ -48,9 +51,11 @@ register(
             (("bert.pooler.dense.weight",), "pooler + classifier"),
             (("classifier.bias",), "pooler + classifier"),
         ),
-        hint="Test the name with `in`: embeddings first (everything under bert.embeddings), then "
-        "'LayerNorm', then '.attention.', then '.intermediate.' or '.output.dense.', then pooler/classifier. "
-        "Order matters: 'attention.output.dense' is attention, not feed-forward.",
+        hint=(
+            "the parameter's name says where it lives; test the most specific parts first, because some names contain two of them.",
+            "embeddings if the name is under bert.embeddings; then 'LayerNorm'; then '.attention.'; then '.intermediate.' or '.output.dense.' (feed-forward); else pooler/classifier. 'attention.output.dense' is attention.",
+            "if '.embeddings.' in f'.{name}': return 'embeddings'; if 'LayerNorm' in name: return 'layer norms'; if '.attention.' in name: return 'attention'; if '.intermediate.' in name or '.output.dense.' in name: return 'feed-forward'; return 'pooler + classifier'",
+        ),
     )
 )
 

@@ -33,14 +33,20 @@ register(
         title="Exercise 2.1 (scale and zero-point)",
         reference=scale_zero_point,
         cases=(
-            ((-1.0, 3.0, 8), scale_zero_point(-1.0, 3.0, 8)),
-            ((-0.5, 1.0, 4), scale_zero_point(-0.5, 1.0, 4)),
-            ((1.0, 5.0, 8), scale_zero_point(1.0, 5.0, 8)),
-            ((-3.0, -1.0, 2), scale_zero_point(-3.0, -1.0, 2)),
+            # 8 bits: scale = 4 / 255 = 0.0156863; zero_point = -128 - round(-1 / 0.0156863) = -128 + 64 = -64
+            ((-1.0, 3.0, 8), (4 / 255, -64)),
+            # 4 bits, codes -8..7: scale = 1.5 / 15 = 0.1; zero_point = -8 - round(-5) = -3
+            ((-0.5, 1.0, 4), (0.1, -3)),
+            # the range is widened to include 0: [0, 5], scale 5 / 255; zero_point = -128 - 0
+            ((1.0, 5.0, 8), (5 / 255, -128)),
+            # [-3, 0] on 2-bit codes -2..1: scale 3 / 3 = 1; zero_point = -2 - round(-3) = 1
+            ((-3.0, -1.0, 2), (1.0, 1)),
         ),
-        hint="Signed b-bit codes run from qmin = -2**(b-1) to qmax = 2**(b-1) - 1. First widen the range "
-        "to include 0 (lo = min(lo, 0), hi = max(hi, 0)), then scale = (hi - lo) / (qmax - qmin) and "
-        "zero_point = qmin - round(lo / scale). Return (float, int).",
+        hint=(
+            'the integer grid [qmin, qmax] must cover the real range [lo, hi], and the real 0 must land exactly on a code.',
+            'widen to lo = min(lo, 0), hi = max(hi, 0); scale = (hi − lo) / (qmax − qmin) with qmin = −2^(b−1), qmax = 2^(b−1) − 1; zero_point = qmin − round(lo / scale).',
+            'lo, hi = min(lo, 0.0), max(hi, 0.0); qmin, qmax = -2 ** (bits - 1), 2 ** (bits - 1) - 1; scale = (hi - lo) / (qmax - qmin); return float(scale), int(qmin - round(lo / scale))',
+        ),
         rel_tol=1e-5,
     )
 )
@@ -51,12 +57,18 @@ register(
         title="Exercise 2.2 (quantize, then dequantize)",
         reference=fake_quant,
         cases=(
-            ((X, 0.1, 0, -8, 7), fake_quant(X, 0.1, 0, -8, 7)),
-            ((X, 0.1, 3, -8, 7), fake_quant(X, 0.1, 3, -8, 7)),
-            ((X, 0.02, -128, -128, 127), fake_quant(X, 0.02, -128, -128, 127)),
+            # x / 0.1 rounds to -10, -3, 0, 5, 32; clipped to [-8, 7]: -8, -3, 0, 5, 7; times 0.1
+            ((X, 0.1, 0, -8, 7), torch.tensor([-0.8, -0.3, 0.0, 0.5, 0.7])),
+            # shifted by z = 3: -7, 0, 3, 8, 35, clipped to 7 at the top; minus 3, times 0.1
+            ((X, 0.1, 3, -8, 7), torch.tensor([-1.0, -0.3, 0.0, 0.4, 0.4])),
+            # z = -128: -50 and 0 land at or below -128, so they come back as 0; 0.561 / 0.02 = 28.05 -> 28 -> 0.56
+            ((torch.tensor([-1.0, 0.0, 0.561, 3.2]), 0.02, -128, -128, 127), torch.tensor([0.0, 0.0, 0.56, 3.2])),
         ),
-        hint="q = clamp(round(x / scale) + zero_point, qmin, qmax) gives integer codes (torch.round, "
-        "torch.clamp); then x_hat = (q - zero_point) * scale. Values outside the range are clipped.",
+        hint=(
+            'go to the integer grid and straight back: divide by the scale, round, shift by the zero-point, clip; then undo the shift and the scale.',
+            'q = clamp(round(x / s) + z, qmin, qmax); x̂ = (q − z) · s.',
+            'q = torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax); return (q - zero_point) * scale',
+        ),
         rel_tol=1e-6,
     )
 )
@@ -67,8 +79,11 @@ register(
         title="Exercise 2.3 (two 4-bit codes in one byte)",
         reference=pack_int4_pair,
         cases=(((0, 0), 136), ((-8, 7), 240), ((7, -8), 15), ((-1, 2), 167), ((-8, -8), 0)),
-        hint="Shift each signed code into 0..15 by adding 8; the first code takes bits 0-3, the second is "
-        "shifted left by 4 (<< 4) into bits 4-7; combine them with | (bitwise or).",
+        hint=(
+            'a byte has two 4-bit halves; each signed code in −8..7 must first become an unsigned nibble in 0..15.',
+            'byte = (low + 8) + 16 · (high + 8), i.e. the low nibble in bits 0-3 and the high one in bits 4-7.',
+            'return (low + 8) | ((high + 8) << 4)',
+        ),
     )
 )
 

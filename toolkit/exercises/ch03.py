@@ -28,10 +28,6 @@ def minmax_range(batches: list) -> tuple[float, float]:
     return float(min(b.min() for b in batches)), float(max(b.max() for b in batches))
 
 
-_g = torch.Generator().manual_seed(3)
-_W = torch.randn(6, 8, generator=_g)
-_X = torch.randn(5, 8, generator=_g)
-_W_HAT = torch.round(_W * 4) / 4  # a 0.25 grid
 _BATCHES = [torch.tensor([0.5, -1.0, 2.0]), torch.tensor([[3.5, 0.0]]), torch.tensor([-2.5])]
 
 register(
@@ -40,15 +36,22 @@ register(
         title="Exercise 3.1 (the size of a packed weight, before writing it)",
         reference=packed_weight_bytes,
         cases=(
-            ((1536 * 384, 4, 32), packed_weight_bytes(1536 * 384, 4, 32)),
-            ((1536 * 384, 2, 128), packed_weight_bytes(1536 * 384, 2, 128)),
-            ((1000, 3, 8), packed_weight_bytes(1000, 3, 8)),
-            ((100, 4, 32), packed_weight_bytes(100, 4, 32)),  # 3 full groups and a partial one: 4 scales
-            ((30522 * 384, 8, 384), packed_weight_bytes(30522 * 384, 8, 384)),
+            # an FFN matrix at 4 bits, groups of 32: 589,824 · 4 / 8 = 294,912 code bytes + 18,432 scales · 4 = 368,640
+            ((1536 * 384, 4, 32), 368_640),
+            # at 2 bits, groups of 128: 147,456 + 4,608 · 4 = 165,888
+            ((1536 * 384, 2, 128), 165_888),
+            # 3,000 bits = 375 bytes, 125 groups of 8: 375 + 500 = 875
+            ((1000, 3, 8), 875),
+            # 3 full groups and a partial one need 4 scales: 50 + 16 = 66
+            ((100, 4, 32), 66),
+            # the word embeddings at 8 bits, one scale per row of 384: 11,720,448 + 30,522 · 4 = 11,842,536
+            ((30522 * 384, 8, 384), 11_842_536),
         ),
-        hint="Codes: num_values * bits bits, rounded up to whole bytes (math.ceil(... / 8)). Scales: one "
-        "per group, math.ceil(num_values / group_size) of them (a last partial group needs one too), each "
-        "scale_bytes long. Add the two.",
+        hint=(
+            'a packed tensor stores codes and scales; count each in whole bytes.',
+            'bytes = ⌈n · bits / 8⌉ + ⌈n / group_size⌉ · scale_bytes (a last partial group needs a scale too).',
+            'return math.ceil(num_values * bits / 8) + math.ceil(num_values / group_size) * scale_bytes',
+        ),
     )
 )
 
@@ -57,9 +60,17 @@ register(
         name="03.output_sqnr_db",
         title="Exercise 3.2 (how much does quantizing W disturb the layer's output?)",
         reference=output_sqnr_db,
-        cases=(((_W, _W_HAT, _X), output_sqnr_db(_W, _W_HAT, _X)), ((_W, _W * 1.01, _X), output_sqnr_db(_W, _W * 1.01, _X))),
-        hint="Compute y = x @ W.T and y_hat = x @ W_hat.T; SQNR = 10 * log10(sum(y**2) / sum((y - y_hat)**2)). "
-        "Return a Python float.",
+        cases=(
+            # x = I: y = (1, 0), ŷ = (1, 0.1); Σy² = 1, Σ(y − ŷ)² = 0.01: 10 log10(100) = 20 dB
+            ((torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.1]]), torch.eye(2)), 20.0),
+            # x = (1, 1): y = 7, ŷ = 6: 10 log10(49 / 1) = 16.902 dB
+            ((torch.tensor([[3.0, 4.0]]), torch.tensor([[3.0, 3.0]]), torch.tensor([[1.0, 1.0]])), 16.9019604),
+        ),
+        hint=(
+            "judge the quantized weight by what it does: compare the layer's outputs, not its weights.",
+            'y = x Wᵀ, ŷ = x Ŵᵀ; SQNR = 10 · log10(Σ y² / Σ (y − ŷ)²) in dB.',
+            'y, y_hat = x @ weight.T, x @ weight_hat.T; return float(10 * torch.log10((y ** 2).sum() / ((y - y_hat) ** 2).sum()))',
+        ),
         rel_tol=1e-4,
     )
 )
@@ -70,8 +81,11 @@ register(
         title="Exercise 3.3 (calibrate a min-max observer by hand)",
         reference=minmax_range,
         cases=(((_BATCHES,), (-2.5, 3.5)), (([torch.tensor([1.0, 2.0])],), (1.0, 2.0))),
-        hint="Keep the smallest minimum and the largest maximum over all batches: min(b.min() for b in batches), "
-        "and likewise for max; return two floats.",
+        hint=(
+            'a min/max observer remembers the most extreme values it has seen over every batch.',
+            'lo = min over batches of min(b), hi = max over batches of max(b).',
+            'return float(min(b.min() for b in batches)), float(max(b.max() for b in batches))',
+        ),
         rel_tol=1e-9,
     )
 )

@@ -29,12 +29,6 @@ def integer_codes(weight: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: in
     return torch.clamp(torch.round(weight * (1.0 / scale.reshape(-1, 1))), qmin, qmax).to(torch.int8)
 
 
-_g = torch.Generator().manual_seed(4)
-_X = torch.tensor([-3.0, -0.74, 0.0, 0.26, 0.9, 5.0])
-_X2 = torch.randn(20, generator=_g) * 2
-_GRAD = torch.randn(20, generator=_g)
-_W = torch.randn(4, 6, generator=_g)
-_S = _W.abs().amax(dim=1) / 7
 
 register(
     Exercise(
@@ -42,11 +36,16 @@ register(
         title="Exercise 4.1 (the straight-through backward pass)",
         reference=ste_backward,
         cases=(
-            ((torch.ones(6), _X, 0.25, -4, 3), ste_backward(torch.ones(6), _X, 0.25, -4, 3)),
-            ((_GRAD, _X2, 0.5, -2, 1), ste_backward(_GRAD, _X2, 0.5, -2, 1)),
+            # x / 0.25 rounds to -12, -3, 0, 1, 4, 20: only -3, 0 and 1 lie in [-4, 3], so only they pass the gradient
+            ((torch.ones(6), torch.tensor([-3.0, -0.74, 0.0, 0.26, 0.9, 5.0]), 0.25, -4, 3), torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, 0.0])),
+            # x / 0.5 rounds to 2 (clipped to 1: blocked), -1 and 0 (inside): the incoming gradient passes unchanged there
+            ((torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.1, -0.4, 0.2]), 0.5, -2, 1), torch.tensor([0.0, -1.0, 0.5])),
         ),
-        hint="Compute q = torch.round(x / scale); the gradient passes where qmin <= q <= qmax and is 0 elsewhere: "
-        "grad_output * ((q >= qmin) & (q <= qmax)).",
+        hint=(
+            'the straight-through estimator pretends rounding is the identity, but clipping is real: where the code was clipped, the output does not move with x.',
+            '∂L/∂x = ∂L/∂x̂ · 1[qmin ≤ round(x/s) ≤ qmax].',
+            'q = torch.round(x / scale); return grad_output * ((q >= qmin) & (q <= qmax))',
+        ),
         rel_tol=1e-6,
     )
 )
@@ -58,10 +57,14 @@ register(
         reference=lsq_scale_gradient,
         cases=(
             ((torch.tensor([0.3, -0.55, 2.0, -5.0]), 0.5, -4, 3), torch.tensor([0.4, 0.1, 3.0, -4.0])),
-            ((_X2, 0.5, -2, 1), lsq_scale_gradient(_X2, 0.5, -2, 1)),
+            # v = 0.7 inside: round(v) - v = 1 - 0.7 = 0.3; v = -2.4 < qmin: -2; v = 6 > qmax: 1
+            ((torch.tensor([0.35, -1.2, 3.0]), 0.5, -2, 1), torch.tensor([0.3, -2.0, 1.0])),
         ),
-        hint="With v = x / scale: inside [qmin, qmax] the derivative of round(v) * s with respect to s is round(v) - v "
-        "(round counts as a constant times s, minus the v that s divides); where v < qmin it is qmin, where v > qmax it is qmax.",
+        hint=(
+            'x̂ = round(x/s)·s depends on s in two ways, through the multiplication and through x/s; the rounding itself counts as a constant.',
+            'with v = x/s: ∂x̂/∂s = round(v) − v inside [qmin, qmax], qmin where v < qmin, qmax where v > qmax.',
+            'v = x / scale; inside = torch.round(v) - v; return torch.where(v < qmin, torch.full_like(v, qmin), torch.where(v > qmax, torch.full_like(v, qmax), inside))',
+        ),
         rel_tol=1e-5,
     )
 )
@@ -71,10 +74,19 @@ register(
         name="04.integer_codes",
         title="Exercise 4.3 (from a fake-quantized layer to integer codes)",
         reference=integer_codes,
-        cases=(((_W, _S, -8, 7), integer_codes(_W, _S, -8, 7)), ((_W, _S * 3, -2, 1), integer_codes(_W, _S * 3, -2, 1))),
-        hint="Multiply each row by the reciprocal of its own scale (weight * (1.0 / scale.reshape(-1, 1)); the reshape "
-        "broadcasts over the columns), round, clamp to [qmin, qmax], and return .to(torch.int8). Use the reciprocal, as "
-        "PyTorch's kernels do: plain division can round a tie the other way.",
+        cases=(
+            # row scales 0.25 and 0.5: 0.5 / 0.25 = 2, -1 / 0.25 = -4, 0.26 / 0.25 = 1.04 -> 1; 4, 0.2 -> 0, -6
+            ((torch.tensor([[0.5, -1.0, 0.26], [2.0, 0.1, -3.0]]), torch.tensor([0.25, 0.5]), -8, 7),
+             torch.tensor([[2, -4, 1], [4, 0, -6]], dtype=torch.int8)),
+            # scales 0.75 and 1.5, codes in [-2, 1]: 0.67 -> 1, -1.33 -> -1, 0.35 -> 0; 1.33 -> 1, 0.07 -> 0, -2
+            ((torch.tensor([[0.5, -1.0, 0.26], [2.0, 0.1, -3.0]]), torch.tensor([0.75, 1.5]), -2, 1),
+             torch.tensor([[1, -1, 0], [1, 0, -2]], dtype=torch.int8)),
+        ),
+        hint=(
+            'each row has its own scale; divide the row by it, round, clip, and store the result as int8.',
+            "q_ij = clamp(round(W_ij · (1 / s_i)), qmin, qmax); multiply by the reciprocal as PyTorch's kernels do, or a tie can round the other way.",
+            'return torch.clamp(torch.round(weight * (1.0 / scale.reshape(-1, 1))), qmin, qmax).to(torch.int8)',
+        ),
     )
 )
 

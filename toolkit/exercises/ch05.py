@@ -52,9 +52,9 @@ register(
             ((lambda v: _H_COUPLED @ v, [torch.tensor([1.0, 1.0])]), 6.0),
         ),
         hint=(
-            "Tier 1 (idea): a random ±1 vector v has E[v vᵀ] = I, so the expected value of vᵀHv is the trace; average it "
-            "over the probes you are given. | Tier 2 (formula): Tr(H) ≈ (1/m) Σ_k v_kᵀ (H v_k), with H v_k = hvp(v_k). | "
-            "Tier 3 (code): return float(sum(float(v @ hvp(v)) for v in probes) / len(probes))"
+            'a random ±1 vector v has E[v vᵀ] = I, so the expected value of vᵀHv is the trace; average it over the probes you are given.',
+            'Tr(H) ≈ (1/m) Σ_k v_kᵀ (H v_k), with H v_k = hvp(v_k).',
+            'return float(sum(float(v @ hvp(v)) for v in probes) / len(probes))',
         ),
     )
 )
@@ -74,10 +74,9 @@ register(
             (([[2, 4, 8]] * 4, [[8, 1, 0], [1, 0.5, 0], [4, 0.5, 0], [0.5, 0.2, 0]], 8), [0, 0, 0, 0]),
         ),
         hint=(
-            "Tier 1 (idea): with four layers and three options there are only 3⁴ = 81 plans; try them all and keep the "
-            "cheapest in damage among those that fit. | Tier 2 (formula): minimise Σ_i damages[i][j_i] subject to "
-            "Σ_i costs[i][j_i] ≤ budget. | Tier 3 (code): for choice in itertools.product(*[range(len(r)) for r in costs]): "
-            "compute cost and damage with sum(row[j] for row, j in zip(costs, choice)); keep list(choice) of the smallest damage."
+            'with four layers and three options there are only 3⁴ = 81 plans; try them all and keep the least damaging one that fits.',
+            'minimise Σ_i damages[i][j_i] subject to Σ_i costs[i][j_i] ≤ budget.',
+            "best, best_damage = None, float('inf'); for choice in itertools.product(*[range(len(r)) for r in costs]): cost = sum(row[j] for row, j in zip(costs, choice)); damage = sum(row[j] for row, j in zip(damages, choice)); if cost <= budget and damage < best_damage: best, best_damage = list(choice), damage; finally return best",
         ),
     )
 )
@@ -96,11 +95,9 @@ register(
         ),
         rel_tol=1e-4,
         hint=(
-            "Tier 1 (idea): soften both logit vectors by dividing by T, turn them into probabilities, and measure how far "
-            "the student's are from the teacher's; T² keeps the gradient on the scale of cross-entropy. | Tier 2 (formula): "
-            "T² · mean over rows of Σ_c p_c (log p_c - log q_c), p = softmax(z_t / T), q = softmax(z_s / T). | Tier 3 (code): "
-            "p_log = F.log_softmax(teacher_logits / T, -1); q_log = F.log_softmax(student_logits / T, -1); "
-            "return float(T**2 * (p_log.exp() * (p_log - q_log)).sum(-1).mean())"
+            "soften both logit vectors by dividing by T, turn them into probabilities, and measure how far the student's are from the teacher's; T² keeps the gradient on the scale of cross-entropy.",
+            'T² · mean over rows of Σ_c p_c (log p_c − log q_c), p = softmax(z_t / T), q = softmax(z_s / T).',
+            'p_log = F.log_softmax(teacher_logits / T, -1); q_log = F.log_softmax(student_logits / T, -1); return float(T**2 * (p_log.exp() * (p_log - q_log)).sum(-1).mean())',
         ),
     )
 )

@@ -25,19 +25,24 @@ def csr_bytes(rows: int, cols: int, nnz: int) -> int:
     return _csr_bytes(rows, cols, nnz, value_bytes=4)
 
 
-_g = torch.Generator().manual_seed(6)
-_S = [torch.rand(4, 5, generator=_g), torch.rand(3, 5, generator=_g)]
-_W = torch.randn(3, 4, generator=_g)
-_G = [torch.randn(3, 4, generator=_g) for _ in range(3)]
 
 register(
     Exercise(
         name="06.global_threshold",
         title="Exercise 6.1 (a global magnitude threshold with kthvalue)",
         reference=global_threshold,
-        cases=(((_S, 0.5), global_threshold(_S, 0.5)), ((_S, 0.2), global_threshold(_S, 0.2)), (([torch.tensor([3.0, 1.0, 2.0, 4.0])], 0.5), 2.0)),
-        hint="Flatten every layer's scores and concatenate them (torch.cat); k = round(sparsity * total); the threshold is "
-        "flat.kthvalue(k).values (the k-th smallest). Return a Python float.",
+        cases=(
+            # five scores over two layers, 40%: k = 2, the 2nd smallest of 0.1, 0.2, 0.3, 0.4, 0.5
+            (([torch.tensor([0.3, 0.1]), torch.tensor([0.4, 0.2, 0.5])], 0.4), 0.2),
+            # nothing to remove: the threshold is -inf, below every score
+            (([torch.tensor([0.3, 0.1])], 0.0), float("-inf")),
+            (([torch.tensor([3.0, 1.0, 2.0, 4.0])], 0.5), 2.0),
+        ),
+        hint=(
+            'one threshold for every layer: pool all scores and find the value below which the given share of them lies.',
+            'k = round(s · N) over all N scores; the threshold is the k-th smallest score (−inf when k = 0).',
+            "flat = torch.cat([x.flatten().float() for x in scores]); k = round(sparsity * flat.numel()); return float('-inf') if k == 0 else float(flat.kthvalue(k).values)",
+        ),
         rel_tol=1e-6,
     )
 )
@@ -47,9 +52,17 @@ register(
         name="06.taylor_importance",
         title="Exercise 6.2 (Taylor importance for one layer)",
         reference=taylor_importance,
-        cases=(((_W, _G), taylor_importance(_W, _G)), ((_W, _G[:1]), (_W * _G[0]).abs())),
-        hint="For each batch's gradient g, the estimated loss change of zeroing w is |w * g|; add these up over the "
-        "batches: sum((weight * g).abs() for g in gradients).",
+        cases=(
+            # w = (1, -2); batches g = (0.5, 0.5) and (-1, 1): |0.5| + |-1| = 1.5 and |-1| + |-2| = 3
+            ((torch.tensor([[1.0, -2.0]]), [torch.tensor([[0.5, 0.5]]), torch.tensor([[-1.0, 1.0]])]), torch.tensor([[1.5, 3.0]])),
+            # one batch: just |w · g|
+            ((torch.tensor([[1.0, -2.0]]), [torch.tensor([[-0.25, 0.5]])]), torch.tensor([[0.25, 1.0]])),
+        ),
+        hint=(
+            'a weight matters if zeroing it would change the loss; the first-order change for one batch is w times its gradient, and its size counts, not its sign.',
+            'S = Σ_b |W ⊙ ∂L_b/∂W| over the batches b.',
+            'return sum((weight * g).abs() for g in gradients)',
+        ),
         rel_tol=1e-6,
     )
 )
@@ -59,9 +72,17 @@ register(
         name="06.csr_bytes",
         title="Exercise 6.3 (the bytes of a CSR matrix)",
         reference=csr_bytes,
-        cases=(((1536, 384, 58982), csr_bytes(1536, 384, 58982)), ((384, 1536, 0), csr_bytes(384, 1536, 0)), ((10, 40000, 7), csr_bytes(10, 40000, 7))),
-        hint="Row pointers: (rows + 1) int32 = 4 bytes each. Column indices: nnz of them, 2 bytes each if cols < 32768 "
-        "(int16), else 4. Values: nnz * 4 bytes (fp32).",
+        cases=(
+            # 4 · 1,537 row pointers + 58,982 · (2-byte column + 4-byte value) = 6,148 + 353,892
+            ((1536, 384, 58982), 360_040),
+            ((384, 1536, 0), 1_540),  # only the 385 row pointers
+            ((10, 40000, 7), 100),  # 44 + 7 · (4-byte column, since 40,000 ≥ 2^15, + 4)
+        ),
+        hint=(
+            'CSR stores one pointer per row (plus one), and for every non-zero its column and its value.',
+            'bytes = 4 (rows + 1) + nnz · (2 if cols < 2^15 else 4) + nnz · 4.',
+            'return 4 * (rows + 1) + nnz * ((2 if cols < 2 ** 15 else 4) + 4)',
+        ),
     )
 )
 

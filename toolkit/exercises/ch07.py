@@ -46,8 +46,11 @@ register(
             (([3], 32), torch.arange(96, 128)),
             (([5, 1], 2), torch.tensor([2, 3, 10, 11])),
         ),
-        hint="Head h's query is rows h*d_h to (h+1)*d_h - 1 of W_q (out, in). Concatenate "
-        "torch.arange(h * head_size, (h + 1) * head_size) over the heads, in increasing order of h.",
+        hint=(
+            "the heads' query vectors sit one after another in the rows of W_q; head h owns a block of head_size consecutive rows.",
+            'rows of head h: h · d_h … (h + 1) · d_h − 1, concatenated over the heads in increasing order.',
+            'return torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in sorted(heads)])',
+        ),
     )
 )
 
@@ -57,12 +60,16 @@ register(
         title="Exercise 7.3 (an FFN neuron cut by hand)",
         reference=remove_ffn_neuron,
         cases=(
-            ((_W_IN, _B_IN, _W_OUT, 2), remove_ffn_neuron(_W_IN, _B_IN, _W_OUT, 2)),
+            # neuron 2 of 6: rows 0, 1, 3, 4, 5 of W_in and b_in; the same columns of W_out
+            ((_W_IN, _B_IN, _W_OUT, 2), (_W_IN[[0, 1, 3, 4, 5]], _B_IN[[0, 1, 3, 4, 5]], _W_OUT[:, [0, 1, 3, 4, 5]])),
             ((_W_IN, _B_IN, _W_OUT, 0), (_W_IN[1:], _B_IN[1:], _W_OUT[:, 1:])),
             ((_W_IN, _B_IN, _W_OUT, 5), (_W_IN[:5], _B_IN[:5], _W_OUT[:, :5])),
         ),
-        hint="Neuron j is computed by row j of W_in (f, d) and its bias b_in[j], and read by column j of W_out (d, f). "
-        "Keep the other indices: keep = [i for i in range(f) if i != j]; return w_in[keep], b_in[keep], w_out[:, keep].",
+        hint=(
+            'an FFN neuron is written by one row of W_in (and its bias) and read by one column of W_out; remove all three together.',
+            'keep = every index except j; W_in[keep], b_in[keep], W_out[:, keep].',
+            'keep = [i for i in range(w_in.shape[0]) if i != j]; return w_in[keep], b_in[keep], w_out[:, keep]',
+        ),
     )
 )
 
@@ -72,8 +79,11 @@ register(
         title="Exercise 7.2 (a layer's multiply-adds per token)",
         reference=layer_macs,
         cases=(((384, 12, 32, 1536), 1_769_472), ((384, 6, 32, 768), 884_736), ((4, 1, 2, 3), 56)),
-        hint="A linear layer (in -> out) costs in * out multiply-adds per token. q, k and v map d -> H d_h, the attention "
-        "output maps H d_h -> d: 4 d H d_h. The FFN maps d -> f -> d: 2 d f.",
+        hint=(
+            'a linear layer from in to out features costs in × out multiply-adds per token; add up the layers of one block.',
+            'q, k, v: 3 · d · H d_h; attention output: H d_h · d; FFN: d · f + f · d; total 4 d H d_h + 2 d f.',
+            'return 4 * d * heads * head_size + 2 * d * ffn',
+        ),
     )
 )
 
@@ -87,8 +97,11 @@ register(
             ((_NORMS, 0.75), torch.tensor([0, 1, 3])),
             ((_NORMS[:1], 0.25), torch.tensor([1])),
         ),
-        hint="Every writer adds into the same channels, so a channel's score is the sum of its L1 norms over the "
-        "writers: s = sum(writer_norms). Keep k = ceil(keep * C) channels: s.topk(k).indices, then sort them.",
+        hint=(
+            'channels joined by a residual connection must be kept or removed together, so score a channel by every layer that writes to it.',
+            's_c = Σ_writers ||W_c||₁; keep the ⌈keep · C⌉ channels with the largest s, in increasing order.',
+            'total = sum(writer_norms); k = max(1, math.ceil(keep * total.numel() - 1e-9)); return total.topk(k).indices.sort().values',
+        ),
     )
 )
 

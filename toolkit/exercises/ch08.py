@@ -39,9 +39,9 @@ register(
         ),
         rel_tol=1e-9,
         hint=(
-            "Tier 1 (idea): the sparsity rises from 0 to s_f like a cubic that is steep at first and flat at the end; after "
-            "the last pruning step it stays at s_f. | Tier 2 (formula): s_t = s_f · (1 - (1 - t/n)³) with t capped at n. | "
-            "Tier 3 (code): progress = min(step, steps) / steps; return final * (1 - (1 - progress) ** 3)"
+            'the sparsity rises from 0 to s_f like a cubic that is steep at first and flat at the end; after the last pruning step it stays at s_f.',
+            's_t = s_f · (1 − (1 − t/n)³) with t capped at n.',
+            'progress = min(step, steps) / steps; return final * (1 - (1 - progress) ** 3)',
         ),
     )
 )
@@ -60,10 +60,9 @@ register(
         ),
         rel_tol=1e-9,
         hint=(
-            "Tier 1 (idea): every round keeps the same fraction q of the weights that are still there, so after k rounds "
-            "q^k of them remain, and that must be 1 - s_f. | Tier 2 (formula): q = (1 - s_f)^(1/k); after round r the "
-            "sparsity is 1 - q^r = 1 - (1 - s_f)^(r/k). | Tier 3 (code): "
-            "return [1 - (1 - final) ** (r / rounds) for r in range(1, rounds + 1)]"
+            'every round keeps the same fraction q of the weights that are still there, so after k rounds q^k of them remain, and that must be 1 − s_f.',
+            'q = (1 − s_f)^(1/k); after round r the sparsity is 1 − q^r = 1 − (1 − s_f)^(r/k).',
+            'return [1 - (1 - final) ** (r / rounds) for r in range(1, rounds + 1)]',
         ),
     )
 )
@@ -80,9 +79,9 @@ register(
             ((torch.tensor([0.125, -8.0]), 0.0), torch.tensor([0.125, -8.0])),
         ),
         hint=(
-            "Tier 1 (idea): an L1 penalty pulls every weight towards zero by the same amount, whatever its size; a weight "
-            "smaller than that amount lands exactly on zero instead of crossing it. | Tier 2 (formula): "
-            "w ← sign(w) · max(|w| - t, 0). | Tier 3 (code): return weight.sign() * (weight.abs() - threshold).clamp(min=0)"
+            'an L1 penalty pulls every weight towards zero by the same amount, whatever its size; a weight smaller than that amount lands exactly on zero instead of crossing it.',
+            'w ← sign(w) · max(|w| − t, 0).',
+            'return weight.sign() * (weight.abs() - threshold).clamp(min=0)',
         ),
     )
 )

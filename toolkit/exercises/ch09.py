@@ -36,9 +36,11 @@ register(
             ((30522, 384, 8), 1_465_056 + 196_608),
             ((1000, 16, 2, 16, 4), 8_000 + 1_024),  # 8 codes per row; 16 numbers x 16 entries x 4 bytes
         ),
-        hint="Each row is cut into dim / subvector pieces and each piece is stored as a one-byte index. The codebooks "
-        "hold codebook_size entries for each of the dim / subvector positions, each entry subvector numbers long: "
-        "dim * codebook_size numbers of codebook_bytes each. return rows * (dim // subvector) + dim * codebook_size * codebook_bytes",
+        hint=(
+            'product quantization stores a one-byte code per piece of every row, plus the codebooks that the codes point into.',
+            'bytes = rows · (dim / subvector) + dim · codebook_size · codebook_bytes (one codebook per piece position, each entry subvector numbers long).',
+            'return rows * (dim // subvector) + dim * codebook_size * codebook_bytes',
+        ),
     )
 )
 
@@ -53,8 +55,11 @@ register(
              torch.tensor([0, 1, 2, 1])),
             ((torch.tensor([[0.4], [0.6], [-3.0]]), torch.tensor([[0.0], [1.0]])), torch.tensor([0, 1, 0])),
         ),
-        hint="Code(x) = argmin_k ||x - c_k||². Compute every distance at once: torch.cdist(x, centres) is (n, k); "
-        "take .argmin(dim=1).",
+        hint=(
+            'each piece gets the index of the centre closest to it.',
+            'code(x) = argmin_k ||x − c_k||², computed for all pieces at once from the (n, k) distance matrix.',
+            'return torch.cdist(x, centres).argmin(dim=1)',
+        ),
     )
 )
 
@@ -68,8 +73,11 @@ register(
             ((torch.tensor([[101, 2307, 9999, 102]]), torch.tensor([0, 100, 101, 102, 2307]), 100), torch.tensor([[2, 4, 1, 3]])),
             ((torch.tensor([5, 7, 5]), torch.tensor([3, 5, 9]), 3), torch.tensor([1, 0, 1])),
         ),
-        hint="Build a dictionary from each kept id to its position in kept_ids; an id that is missing gets the position "
-        "of unk_id. position = {v: i for i, v in enumerate(kept_ids.tolist())}; map every id; keep the input's shape.",
+        hint=(
+            'a trimmed vocabulary renumbers the kept tokens 0, 1, 2, ... in order; any other token becomes the unknown token.',
+            "new_id(v) = position of v in kept_ids if v is kept, else position of unk_id; the output keeps the input's shape.",
+            'position = {int(t): i for i, t in enumerate(kept_ids.tolist())}; unk = position[unk_id]; return torch.tensor([position.get(int(v), unk) for v in ids.flatten().tolist()], dtype=torch.int64).reshape(ids.shape)',
+        ),
     )
 )
 
