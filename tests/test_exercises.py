@@ -130,3 +130,15 @@ def test_every_exercise_has_a_stub_with_its_references_signature():
     for notebook, name, params in stubs:
         reference = list(inspect.signature(exercises.EXERCISES[name].reference).parameters)
         assert params == reference, f"{notebook}: the stub of {name} takes {params}, the reference {reference}"
+
+
+def test_every_lesson_plan_answers_its_discussion_questions():
+    for plan in sorted(LESSONS.glob("[0-9][0-9]_*.md")):
+        text = plan.read_text()
+        assert "## Discussion questions, with answers" in text, f"{plan.name} has no answered discussion questions"
+        section = text.split("## Discussion questions, with answers", 1)[1].split("\n## ", 1)[0]
+        questions = re.findall(r"^\d+\. ", section, re.M)
+        assert len(questions) >= 3, f"{plan.name}: {len(questions)} discussion questions"
+        for item in [i for i in re.split(r"\n(?=\d+\. )", section.strip()) if re.match(r"\d+\. ", i)]:
+            # an answer follows the question: an *Answer.* paragraph, or text after a bold question
+            assert "*Answer.*" in item or re.match(r"\d+\. \*\*.+?\*\*\s*\S", item, re.S), f"{plan.name}: unanswered: {item[:80]}"
