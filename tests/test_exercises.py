@@ -142,3 +142,20 @@ def test_every_lesson_plan_answers_its_discussion_questions():
         for item in [i for i in re.split(r"\n(?=\d+\. )", section.strip()) if re.match(r"\d+\. ", i)]:
             # an answer follows the question: an *Answer.* paragraph, or text after a bold question
             assert "*Answer.*" in item or re.match(r"\d+\. \*\*.+?\*\*\s*\S", item, re.S), f"{plan.name}: unanswered: {item[:80]}"
+
+
+def test_every_chapter_has_five_quizzes_with_explained_options_and_no_giveaway():
+    import nbformat
+
+    exercises._load_chapters()
+    notebooks = {p.name[:2]: "\n".join(c.source for c in nbformat.read(p, as_version=4).cells)
+                 for p in sorted((LESSONS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    for chapter, code in notebooks.items():
+        quizzes = [q for q in exercises.QUIZZES.values() if q.name.startswith(chapter + ".")]
+        assert len(quizzes) >= 5, f"chapter {chapter} has {len(quizzes)} quizzes"
+        for q in quizzes:
+            assert q.answer in q.choices and set(q.explanations) == set(q.choices), f"{q.name}: every option needs an explanation"
+            assert f'"{q.name}"' in code or f"'{q.name}'" in code, f"{q.name} is never asked in its notebook"
+        assert len({q.answer for q in quizzes}) >= 3, f"chapter {chapter}: answers {[q.answer for q in quizzes]} are not spread"
+        longest = [q.name for q in quizzes if max(q.choices, key=lambda k: len(q.choices[k])) == q.answer]
+        assert len(longest) <= 3, f"chapter {chapter}: the right answer is the longest option in {longest}"

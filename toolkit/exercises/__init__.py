@@ -141,7 +141,7 @@ def quiz(name: str, answer: str | None) -> bool:
     """Say whether ``answer`` (a letter) is right, and why; ``None`` means not answered yet."""
     item = _lookup(QUIZZES, name, "quiz")
     if answer is None:
-        print(f"○ Quiz not answered yet: set ANSWER to one of {', '.join(item.choices)} and re-run this cell.")
+        print(f"○ Quiz {name} not answered yet: set its answer to one of {', '.join(item.choices)} and re-run this cell.")
         return False
     letter = str(answer).strip().lower()
     if letter not in item.choices:

@@ -80,3 +80,83 @@ register(
         },
     )
 )
+
+register(
+    Quiz(
+        name='01.where_bytes',
+        question='Which part of MiniLM holds about half of its parameters?',
+        choices={
+            'a': 'The attention layers: query, key, value and output projections of all six blocks',
+            'b': 'The feed-forward layers, four times wider than the hidden size',
+            'c': 'The word-embedding table: one 384-number row for each of 30,522 tokens',
+            'd': 'The LayerNorm weights and biases, one pair per sub-layer',
+        },
+        answer='c',
+        explanations={
+            'a': 'The attention projections are four 384 × 384 matrices per block, about 3.5M numbers in all: far from half.',
+            'b': 'The FFN matrices are the largest per block (2 × 384 × 1,536), about 7M in all, still less than the table.',
+            'c': 'Right: 30,522 × 384 ≈ 11.7M of about 22.7M parameters. They cost bytes, not multiply-adds: a row is only read.',
+            'd': 'LayerNorms hold 768 numbers each; together they are a rounding error in the count.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='01.median_latency',
+        question='Why does the workbook report the median latency of runs after a warm-up, not the mean of all runs?',
+        choices={
+            'a': 'The mean of all runs is dominated by the slowest run, and the workbook wants the best case the hardware can reach',
+            'b': 'Warm runs skip the one-time costs, and the median ignores the rare runs that an interruption made long',
+            'c': 'The mean needs independent runs, and consecutive runs on one machine never are, so only a rank statistic is valid',
+            'd': 'PyTorch caches intermediate results after the first call, so only the runs after the warm-up measure the model at all',
+        },
+        answer='b',
+        explanations={
+            'a': 'The median is not the best case (that would be the minimum); it is the typical warm run, robust to outliers.',
+            'b': 'Right: warm-up removes the one-time costs (allocation, kernel choice, cold caches) and the median the outliers; the spread is printed beside it.',
+            'c': "Correlated runs make any statistic's spread harder to judge; the median is chosen for its robustness to outliers.",
+            'd': 'Nothing is cached between calls in eager PyTorch; every run computes the model again.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='01.ab_interleaved',
+        question='Model A is timed 100 times, then model B 100 times, on a laptop. What can go wrong with the ratio?',
+        choices={
+            'a': 'Nothing: with 100 runs each, the law of large numbers averages out any difference between the two blocks',
+            'b': "The second model always benefits from the first model's warm caches, so B looks faster by the warm-up time",
+            'c': 'Only the absolute times are off; the ratio cancels any change of the machine, because both models see it',
+            'd': 'A change of the machine between the blocks lands on one model only; alternating rounds share it',
+        },
+        answer='d',
+        explanations={
+            'a': 'Averaging removes random noise, not a drift that hits one block and not the other.',
+            'b': "Caches can favour either order; the larger risk is a drift in the machine's state between the blocks.",
+            'c': "A change that happens during B's block is seen only by B; the ratio cancels it only when the rounds alternate.",
+            'd': 'Right: clock speed, temperature or another program starting can change between the blocks; every comparison in the workbook alternates rounds (toolkit.measure.compare_latency).',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='01.accuracy_noise',
+        question='fp32 scores 93.3% and bf16 93.6% on the 450 test sentences. What do you conclude?',
+        choices={
+            'a': 'No real difference: about one sentence, inside the ±2.4-point interval',
+            'b': 'bf16 is more accurate, since rounding acts as a regulariser',
+            'c': 'The test split is broken, since a cast cannot change accuracy',
+            'd': 'fp32 should be retrained, since it lost to a cheaper copy',
+        },
+        answer='a',
+        explanations={
+            'a': 'Right: a difference of a sentence or two is noise at this size; the report prints the interval beside every accuracy.',
+            'b': 'Possible in principle, but one sentence cannot show it.',
+            'c': 'A cast changes the logits slightly, so a few borderline sentences can flip either way.',
+            'd': 'The two models are the same weights; the difference is rounding noise, not a worse model.',
+        },
+    )
+)

@@ -109,3 +109,83 @@ register(
         },
     )
 )
+
+register(
+    Quiz(
+        name='02.code_range',
+        question='What does `(-2 ** (bits - 1), 2 ** (bits - 1) - 1)` give for bits = 3?',
+        choices={
+            'a': '(-3, 3)',
+            'b': '(-4, 4)',
+            'c': '(-4, 3)',
+            'd': '(-8, 7)',
+        },
+        answer='c',
+        explanations={
+            'a': 'That is the restricted symmetric range; the expression gives the full signed range.',
+            'b': '4 does not fit in 3 signed bits: the largest code is 2² - 1 = 3.',
+            'c': 'Right: ** binds tighter than the minus, so -2 ** 2 = -4, and 2 ** 2 - 1 = 3: eight codes.',
+            'd': 'That is 4 bits.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='02.scale_value',
+        question='A tensor whose values span [-1, 3] is quantized asymmetrically to 8 bits. What is the scale?',
+        choices={
+            'a': '3 / 127 ≈ 0.0236',
+            'b': '4 / 255 ≈ 0.0157',
+            'c': '4 / 256 = 0.0156',
+            'd': '1 / 128 ≈ 0.0078',
+        },
+        answer='b',
+        explanations={
+            'a': '3 / 127 is a symmetric scale set by the larger side; the asymmetric grid covers [-1, 3] exactly.',
+            'b': "Right: 256 codes have 255 steps between them, and the range [-1, 3] is 4 wide (Exercise 2.1's formula).",
+            'c': '256 codes make 255 gaps between them, not 256.',
+            'd': "1 / 128 ignores the tensor's range entirely.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='02.per_channel_why',
+        question='Why does per-channel quantization of a weight matrix usually beat per-tensor at the same bit width?',
+        choices={
+            'a': 'Per-channel stores every weight with more bits, since the precision of its scale is added to each code',
+            'b': 'Per-channel needs no zero-point, and the zero-point is the main source of rounding error at low bits',
+            'c': 'Per-tensor scales must be powers of two on most hardware, which wastes up to half of every step',
+            'd': 'Each row gets a step fitted to its own range, instead of one set by the widest row',
+        },
+        answer='d',
+        explanations={
+            'a': 'The codes have the same bits; only the scales (a few bytes per row) are extra.',
+            'b': 'Both can be symmetric or asymmetric; the zero-point is not the difference.',
+            'c': 'Neither scheme here restricts scales to powers of two; the difference is how many ranges one scale must cover.',
+            'd': "Right: one scale for the whole tensor is set by its widest row, so rows with a small range get only a few levels; the chapter's SQNR table compares the granularities at each bit width.",
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='02.sqnr_per_bit',
+        question="For values spread evenly over the quantizer's range, roughly what does one more bit add to the SQNR?",
+        choices={
+            'a': 'About 6 dB',
+            'b': 'About 3 dB',
+            'c': 'About 10 dB',
+            'd': 'It doubles the SQNR',
+        },
+        answer='a',
+        explanations={
+            'a': 'Right: 10 log10(4) ≈ 6.02 dB per bit. Real weights with outliers deviate from the rule, which is why the chapter measures.',
+            'b': 'Halving the step quarters the noise power (it scales with the step squared).',
+            'c': 'That would be a factor of 10 in noise power per bit.',
+            'd': 'dB are logarithmic: each bit adds a constant, it does not multiply.',
+        },
+    )
+)

@@ -113,3 +113,83 @@ register(
         },
     )
 )
+
+register(
+    Quiz(
+        name='03.fake_file',
+        question="A model's weights were fake-quantized to int4 values and saved with safetensors' `save_model`. How large is the file?",
+        choices={
+            'a': 'An eighth of fp32, since every weight takes one of 16 values and safetensors stores the distinct values once',
+            'b': 'As large as fp32: the values are still stored as 32-bit floats',
+            'c': 'About half of fp32, since safetensors compresses runs of repeated values when it writes the file',
+            'd': 'It cannot be saved until the model is converted to int4, since save_model refuses fake-quantized tensors',
+        },
+        answer='b',
+        explanations={
+            'a': 'Few distinct values do not shrink a float tensor; bits on disk follow the dtype.',
+            'b': 'Right: few distinct values do not shrink a float tensor; only packed codes with their scales make the file smaller, which is why the chapter measures written files.',
+            'c': 'safetensors stores raw tensors without compression.',
+            'd': 'A fake-quantized model is an ordinary float model; it saves like any other.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='03.calibration',
+        question='What does calibration decide in static quantization?',
+        choices={
+            'a': "The weights' scales: each layer's weight range is measured while the sentences flow through it",
+            'b': 'The learning rate of the quantized model, chosen so that the first steps do not leave the grid',
+            'c': 'The ranges of the activations entering each quantized layer',
+            'd': 'Which layers are quantized: those whose activations stay inside the int8 range on the sentences',
+        },
+        answer='c',
+        explanations={
+            'a': 'Weight scales come from the weights alone; no data is needed for them.',
+            'b': 'Nothing is trained in post-training quantization.',
+            'c': "Right: an observer watches the activations on calibration sentences and sets a scale (and zero-point) for each layer's input; the chapter measures how much the observer and the number of sentences matter.",
+            'd': 'Which layers to quantize is the modules argument, chosen before calibration; calibration sets their ranges.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='03.dynamic',
+        question="What is 'dynamic' in dynamic int8 quantization?",
+        choices={
+            'a': "Activation scales come from each batch's own range, at run time",
+            'b': 'The weights are re-quantized after every batch',
+            'c': 'The bit width changes from layer to layer at run time',
+            'd': 'The model switches between int8 and fp32 depending on the input',
+        },
+        answer='a',
+        explanations={
+            'a': "Right: the weights are quantized ahead of time; no calibration data is needed, at the cost of measuring each batch's range and converting results back to float.",
+            'b': 'The weights are fixed int8 codes; re-quantizing them would waste time and change nothing.',
+            'c': "Every quantized layer uses int8; per-layer bit widths are chapter 5's mixed precision.",
+            'd': 'The path is fixed; only the activation scale adapts.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='03.group_bytes',
+        question='What does `math.ceil(n * bits / 8) + math.ceil(n / group_size) * 4` give for n = 1024, bits = 4, group_size = 32?',
+        choices={
+            'a': '512',
+            'b': '544',
+            'c': '768',
+            'd': '640',
+        },
+        answer='d',
+        explanations={
+            'a': '512 is the codes alone; the scales are part of the stored weight: 32 groups need 32 scales.',
+            'b': '544 counts one scale for the tensor; there is a scale per group of 32.',
+            'c': '768 would be 6 bits per value.',
+            'd': 'Right: 1024 · 4 / 8 = 512 code bytes, and 1024 / 32 = 32 scales of 4 bytes = 128; one float32 scale per 32 weights adds a bit per weight.',
+        },
+    )
+)

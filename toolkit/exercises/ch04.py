@@ -109,3 +109,83 @@ register(
         },
     )
 )
+
+register(
+    Quiz(
+        name='04.forward',
+        question='In quantization-aware training, what does the forward pass compute with?',
+        choices={
+            'a': 'int8 tensors and integer kernels, so that training sees exactly the arithmetic of the deployed model',
+            'b': 'The float weights, unchanged; the rounding is applied only once, when the model is exported at the end',
+            'c': 'The float weights plus random noise of half a quantization step, which is cheaper than rounding',
+            'd': 'Weights rounded to the grid and mapped back to float, with float copies kept for the updates',
+        },
+        answer='d',
+        explanations={
+            'a': 'Training runs in float; integer kernels come only at deployment.',
+            'b': 'Then the model would never learn to tolerate the rounding; that is post-training quantization.',
+            'c': 'Noise injection is a related idea, but QAT uses the real rounding it will meet.',
+            'd': 'Right: that is fake quantization; the loss sees the rounding error, and the straight-through estimator lets gradients reach the float weights.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='04.lsq',
+        question='What does LSQ learn that QAT with fixed min-max scales does not?',
+        choices={
+            'a': 'The step size of each quantizer, trained with the weights',
+            'b': 'The number of bits of each layer',
+            'c': 'Which weights to prune',
+            'd': 'The zero-point of each activation, from calibration data',
+        },
+        answer='a',
+        explanations={
+            'a': 'Right: Exercise 4.2 derives the gradient that makes the scale learnable.',
+            'b': 'Bit widths are fixed in QAT; chapter 5 chooses them per layer.',
+            'c': 'Pruning is chapters 6-8.',
+            'd': 'Zero-points from calibration are static quantization (chapter 3), not learned.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='04.clipped',
+        question='With scale 0.25 and codes in [-4, 3], which entries of x = (-3.0, -0.5, 0.6, 2.0) get a zero gradient through RoundClipSTE?',
+        choices={
+            'a': 'Only -3.0',
+            'b': '-3.0 and 2.0',
+            'c': 'None of them',
+            'd': 'All four',
+        },
+        answer='b',
+        explanations={
+            'a': '2.0 / 0.25 = 8 is clipped at 3 too.',
+            'b': 'Right: x / 0.25 rounds to -12, -2, 2 and 8; -12 and 8 fall outside [-4, 3], so those outputs do not move with x.',
+            'c': 'The estimator passes the gradient through the rounding, not through the clipping.',
+            'd': '-0.5 and 0.6 round to -2 and 2, inside the range: their gradient passes.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='04.worth_it',
+        question='When is QAT worth its training cost over post-training quantization?',
+        choices={
+            'a': 'Always: QAT is strictly better at every bit width',
+            'b': 'Never on a CPU, since CPUs run only 8-bit kernels',
+            'c': 'At 4 bits and below, where PTQ loses many points',
+            'd': 'Only for models without LayerNorm',
+        },
+        answer='c',
+        explanations={
+            'a': 'At 8 bits there is little left to recover, and QAT costs a training run.',
+            'b': "The bit width on disk and the CPU kernel are separate choices; QAT's gain is in accuracy.",
+            'c': "Right: the chapter's W2 runs recover tens of points that PTQ loses; at 8 bits PTQ is usually within a sentence or two of fp32.",
+            'd': 'LayerNorm has nothing to do with whether QAT pays.',
+        },
+    )
+)

@@ -104,111 +104,100 @@ register(
 
 register(
     Quiz(
-        name="05.kl_not_accuracy",
-        question="The sensitivity scan ranks layers by the KL divergence of the logits, not by the accuracy drop. Why?",
+        name='05.kl_not_accuracy',
+        question='The sensitivity scan ranks layers by the KL divergence of the logits, not by the accuracy drop. Why?',
         choices={
-            "a": "Accuracy needs labels, and the validation split has none",
-            "b": "One quantized layer rarely flips a prediction: the drop is 0 or 1 sentence for most layers, so it cannot "
-                 "rank them, while KL moves continuously with every change of the outputs",
-            "c": "KL is faster to compute than accuracy, because it skips the softmax",
-            "d": "KL is always larger than the accuracy drop, which makes the ranking safer",
+            'a': 'Accuracy needs labels, and the validation split has none, so only KL can be measured there',
+            'b': 'One layer rarely flips a prediction, so accuracy ties; KL moves with every change',
+            'c': 'KL is faster to compute than accuracy, because it skips the softmax',
+            'd': 'KL is always larger than the accuracy drop, which makes the ranking safer against noise',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "The validation split is labelled (the scan prints accuracies on it); labels are not the issue.",
-            "b": "Right: the scan's accuracy column is mostly zeros and single sentences, ties everywhere. KL sees the "
-                 "logits move before any prediction flips, so it separates layers that accuracy cannot.",
-            "c": "KL needs the softmax of both models; both measures cost one forward pass per layer and setting.",
-            "d": "They are in different units (nats vs a fraction of sentences); comparing their sizes means nothing.",
+            'a': 'The validation split is labelled (the scan prints accuracies on it); labels are not the issue.',
+            'b': "Right: the scan's accuracy column is mostly zeros and single sentences, ties everywhere. KL sees the logits move before any prediction flips, so it separates layers that accuracy cannot. In full: One quantized layer rarely flips a prediction: the drop is 0 or 1 sentence for most layers, so it cannot rank them, while KL moves continuously with every change of the outputs.",
+            'c': 'KL needs the softmax of both models; both measures cost one forward pass per layer and setting.',
+            'd': 'They are in different units (nats vs a fraction of sentences); comparing their sizes means nothing.',
         },
     )
 )
 
 register(
     Quiz(
-        name="05.hutchinson_probe",
-        question="Hutchinson's estimator averages vᵀHv over random vectors v with entries ±1. What makes the average "
-                 "the trace of H?",
+        name='05.hutchinson_probe',
+        question="Hutchinson's estimator averages vᵀHv over random vectors v with entries ±1. What makes the average the trace of H?",
         choices={
-            "a": "E[v vᵀ] = I for such vectors, so E[vᵀHv] = E[Tr(H v vᵀ)] = Tr(H E[v vᵀ]) = Tr(H)",
-            "b": "Every ±1 vector is an eigenvector of H, so vᵀHv sums the eigenvalues",
-            "c": "H is diagonal for a neural network, so vᵀHv = Σ H_ii for every probe",
-            "d": "The autograd engine builds H explicitly and the probes only select its diagonal",
+            'a': 'E[v vᵀ] = I for such vectors, so E[vᵀHv] = E[Tr(H v vᵀ)] = Tr(H E[v vᵀ]) = Tr(H)',
+            'b': 'Every ±1 vector is an eigenvector of H, so vᵀHv sums the eigenvalues',
+            'c': 'H is diagonal for a neural network, so vᵀHv = Σ H_ii for every probe',
+            'd': 'The autograd engine builds H explicitly, and the probes only select entries of its diagonal',
         },
-        answer="a",
+        answer='a',
         explanations={
-            "a": "Right: the entries are independent with mean 0 and variance 1, so off-diagonal terms H_ij v_i v_j average "
-                 "to zero and diagonal terms keep H_ii v_i² = H_ii. One probe is unbiased but noisy; more probes average the noise.",
-            "b": "Almost no ±1 vector is an eigenvector; the estimator needs no eigenvectors at all.",
-            "c": "H is dense: weights of one layer interact. A single probe on a dense H is off (Exercise 5.1's third case).",
-            "d": "H is never formed: a Hessian-vector product H v costs two backward passes and n numbers, not n².",
+            'a': 'Right: the entries are independent with mean 0 and variance 1, so off-diagonal terms H_ij v_i v_j average to zero and diagonal terms keep H_ii v_i² = H_ii. One probe is unbiased but noisy; more probes average the noise.',
+            'b': 'Almost no ±1 vector is an eigenvector; the estimator needs no eigenvectors at all.',
+            'c': "H is dense: weights of one layer interact. A single probe on a dense H is off (Exercise 5.1's third case).",
+            'd': 'H is never formed: a Hessian-vector product H v costs two backward passes and n numbers, not n².',
         },
     )
 )
 
 register(
     Quiz(
-        name="05.additive",
-        question="The knapsack adds up per-layer damages measured one layer at a time. What does that assumption ignore?",
+        name='05.additive',
+        question='The knapsack adds up per-layer damages measured one layer at a time. What does that assumption ignore?',
         choices={
-            "a": "The bytes of the scales, which the knapsack cannot count",
-            "b": "The classifier head, which is never quantized",
-            "c": "That errors of several quantized layers interact: they can compound through later blocks or partly "
-                 "cancel, so the real damage of a plan differs from the sum",
-            "d": "Nothing: KL divergences of independent layers add exactly",
+            'a': 'The bytes of the scales, which the knapsack cannot count for mixed options',
+            'b': 'The classifier head, which is never quantized',
+            'c': 'That errors of several layers interact, compounding or cancelling',
+            'd': 'Nothing: KL divergences of independently quantized layers add up exactly',
         },
-        answer="c",
+        answer='c',
         explanations={
-            "a": "The costs are true stored bytes, codes and scales included (mixed.layer_bytes).",
-            "b": "The head is left in float on purpose; it is not what the sum ignores.",
-            "c": "Right: that is why every plan is built, saved and measured after the knapsack picks it, and why the "
-                 "error-propagation section looks at what quantizing every block does.",
-            "d": "KL divergences add for independent distributions, not for errors injected into one network in sequence.",
+            'a': 'The costs are true stored bytes, codes and scales included (mixed.layer_bytes).',
+            'b': 'The head is left in float on purpose; it is not what the sum ignores.',
+            'c': 'Right: that is why every plan is built, saved and measured after the knapsack picks it, and why the error-propagation section looks at what quantizing every block does. In full: That errors of several quantized layers interact: they can compound through later blocks or partly cancel, so the real damage of a plan differs from the sum.',
+            'd': 'KL divergences add for independent distributions, not for errors injected into one network in sequence.',
         },
     )
 )
 
 register(
     Quiz(
-        name="05.smoothquant_alpha",
+        name='05.smoothquant_alpha',
         question="What happens at SmoothQuant's α = 1?",
         choices={
-            "a": "Nothing changes: α = 1 is the identity migration",
-            "b": "The weights are divided by the activation ranges, so both get smaller",
-            "c": "The activations keep their outliers and the weights become uniform",
-            "d": "Every input channel is divided by its full range, so the activations become flat, and the weight columns "
-                 "are multiplied by those ranges, so the outliers now sit in the weights",
+            'a': 'Nothing changes: α = 1 is the identity migration',
+            'b': 'The weights are divided by the activation ranges, so both the weights and the activations shrink',
+            'c': 'The activations keep their outliers and the weights become uniform',
+            'd': 'The activations become flat and their outliers move into the weight columns',
         },
-        answer="d",
+        answer='d',
         explanations={
-            "a": "No α gives the identity: the unsmoothed model (s = 1) is the baseline. α = 1 moves the activations' whole "
-                 "range; α = 0 does the opposite (s_j = 1 / max|W_:,j| flattens the weight columns).",
-            "b": "The product X Wᵀ is preserved: what the activations lose, the weight columns gain.",
-            "c": "It is the other way round: the outlier channels' range moves into the weights.",
-            "d": "Right: s_j = max|X_j|, so X_j / s_j is at most 1 in every channel, and W_:,j · s_j carries the outliers. "
-                 "Weights quantized per output channel tolerate that better than activations per tensor, up to a point: "
-                 "the sweep shows where α stops helping.",
+            'a': "No α gives the identity: the unsmoothed model (s = 1) is the baseline. α = 1 moves the activations' whole range; α = 0 does the opposite (s_j = 1 / max|W_:,j| flattens the weight columns).",
+            'b': 'The product X Wᵀ is preserved: what the activations lose, the weight columns gain.',
+            'c': "It is the other way round: the outlier channels' range moves into the weights.",
+            'd': 'Right: s_j = max|X_j|, so X_j / s_j is at most 1 in every channel, and W_:,j · s_j carries the outliers. Weights quantized per output channel tolerate that better than activations per tensor, up to a point: the sweep shows where α stops helping. In full: Every input channel is divided by its full range, so the activations become flat, and the weight columns are multiplied by those ranges, so the outliers now sit in the weights.',
         },
     )
 )
 
 register(
     Quiz(
-        name="05.read_damage",
-        question="What does this line compute?\n\n    0.5 * trace / w.numel() * (fake_quantize(w, spec) - w).pow(2).sum()",
+        name='05.read_damage',
+        question='What does this line compute?\n\n    0.5 * trace / w.numel() * (fake_quantize(w, spec) - w).pow(2).sum()',
         choices={
-            "a": "The exact change of the loss when w is quantized",
-            "b": "A second-order estimate of the loss increase from quantizing w: mean curvature per weight times the squared "
-                 "quantization error",
-            "c": "The SQNR of the quantized weight in dB",
-            "d": "The number of bytes the quantized weight needs",
+            'a': 'The exact change of the loss when w is replaced by its quantized copy',
+            'b': 'A second-order estimate of the loss increase from quantizing w',
+            'c': 'The SQNR of the quantized weight in dB',
+            'd': 'The number of bytes the quantized weight needs, scales included',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "It drops the gradient term (small at a trained minimum) and replaces ΔᵀHΔ by its average over directions.",
-            "b": "Right: HAWQ-v2's Ω = ½ · Tr(H)/n · ||Q(W) - W||², the chapter's predicted sensitivity.",
-            "c": "SQNR would be 10·log10 of signal power over error power; there is no logarithm or signal term here.",
-            "d": "Bytes depend on bits and scales, not on the Hessian.",
+            'a': 'It drops the gradient term (small at a trained minimum) and replaces ΔᵀHΔ by its average over directions.',
+            'b': "Right: HAWQ-v2's Ω = ½ · Tr(H)/n · ||Q(W) - W||², the chapter's predicted sensitivity. In full: A second-order estimate of the loss increase from quantizing w: mean curvature per weight times the squared quantization error.",
+            'c': 'SQNR would be 10·log10 of signal power over error power; there is no logarithm or signal term here.',
+            'd': 'Bytes depend on bits and scales, not on the Hessian.',
         },
     )
 )

@@ -105,3 +105,83 @@ register(
         },
     )
 )
+
+register(
+    Quiz(
+        name='06.global_vs_local',
+        question='At the same overall sparsity, what distinguishes global from local magnitude pruning?',
+        choices={
+            'a': 'Global removes whole layers whose weights are small; local removes single weights inside every layer',
+            'b': 'Local ranks weights by their gradient and global by their size, so the two need different data',
+            'c': 'One threshold for all layers versus the same share removed from each layer',
+            'd': 'Global prunes the whole model at once; local prunes one layer at a time, with retraining in between',
+        },
+        answer='c',
+        explanations={
+            'a': "Both remove single weights; removing whole layers is chapter 7's structured pruning.",
+            'b': 'Both scopes work with any score; the chapter compares them for magnitude, Taylor and activation scores.',
+            'c': "Right: global lets layers with small weights lose more; section 4's heatmap shows how unequally one threshold treats the layers.",
+            'd': 'Both prune in one shot here; retraining between layers is a schedule (chapter 8), not a scope.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='06.taylor_sum',
+        question='The Taylor score sums |w · ∂L_b/∂w| over batches b instead of taking |w · Σ_b ∂L_b/∂w|. Why?',
+        choices={
+            'a': 'Per-batch terms keep their size; the summed gradient of a converged model is near zero',
+            'b': 'Summing absolute values is cheaper than summing the gradients first',
+            'c': 'The two are equal by the triangle inequality, so either order works',
+            'd': 'The summed gradient would overflow float32 on large models',
+        },
+        answer='a',
+        explanations={
+            'a': 'Right: the signed first-order prediction cancels across batches; the sensitivity does not.',
+            'b': 'Both cost the same backward passes; the difference is what the score measures.',
+            'c': 'The triangle inequality says the sum of magnitudes is at least the magnitude of the sum; they are rarely equal.',
+            'd': 'The values are small; overflow is not the issue.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='06.csr_crossover',
+        question='With int16 column indices and fp32 values, above what sparsity is CSR smaller than a bitmask with values?',
+        choices={
+            'a': '50%',
+            'b': '75%',
+            'c': '90%',
+            'd': '93.75%',
+        },
+        answer='d',
+        explanations={
+            'a': 'At 50% the bitmask is far smaller: CSR pays 2 index bytes per kept weight, the bitmask 1/8 byte per position.',
+            'b': 'Still the bitmask: 2 · 0.25 = 0.5 byte per position against 0.125.',
+            'c': 'Still the bitmask: 2 · 0.1 = 0.2 byte per position against 0.125.',
+            'd': 'Right: both pay the values; CSR pays 2 (1 - s) bytes of index per position, the bitmask 1/8, so CSR wins when 1 - s < 1/16.',
+        },
+    )
+)
+
+register(
+    Quiz(
+        name='06.prune_remove',
+        question="After `prune.global_unstructured(...)`, what does `prune.remove(module, 'weight')` do?",
+        choices={
+            'a': 'It undoes the pruning: weight_orig becomes the weight again and the removed values come back',
+            'b': 'Makes the pruning permanent: the hook and the mask go, the zeros stay in a plain weight',
+            'c': 'It deletes the pruned entries from the tensor, so the weight becomes smaller on disk and in memory',
+            'd': 'It removes the mask from the optimizer but keeps the hook, so later training cannot revive the weights',
+        },
+        answer='b',
+        explanations={
+            'a': 'weight_orig is discarded, not restored; the masked values stay zero.',
+            'b': 'Right: the forward pre-hook and the weight_mask buffer go, weight_orig becomes a plain weight with the zeros in it; section 5 prints the parameters and hooks before and after.',
+            'c': 'The tensor keeps its shape; the zeros are still stored (section 6).',
+            'd': 'The hook goes too; the optimizer never held the mask (it is a buffer, not a parameter).',
+        },
+    )
+)

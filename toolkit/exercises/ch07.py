@@ -107,95 +107,90 @@ register(
 
 register(
     Quiz(
-        name="07.mask_vs_surgery",
-        question="Chapter 6 zeroed half of every weight matrix with a mask; this chapter removed half the heads and FFN "
-        "neurons. Why is only the second one faster?",
+        name='07.mask_vs_surgery',
+        question='Chapter 6 zeroed half of every weight matrix with a mask; this chapter removed half the heads and FFN neurons. Why is only the second one faster?',
         choices={
-            "a": "Because heads matter less than single weights.",
-            "b": "Because removing heads and neurons makes the matrices smaller, so the same dense kernels do fewer "
-            "multiply-adds; a mask keeps every matrix its full size.",
-            "c": "Because the pruned model was also distilled.",
+            'a': 'Because heads matter less than single weights, so removing them costs less accuracy',
+            'b': 'Because the pruned model was also distilled, and distillation speeds up inference',
+            'c': 'Surgery shrinks the matrices, so dense kernels do fewer multiply-adds',
         },
-        answer="b",
+        answer='c',
         explanations={
-            "a": "Importance decides accuracy, not speed. Speed comes from the shapes of the matrix products.",
-            "b": "A zero in a dense matrix still costs a multiply-add; a removed row costs nothing.",
-            "c": "Distillation changes the weights' values, not their shapes, so it cannot change the speed.",
+            'a': 'Importance decides accuracy, not speed. Speed comes from the shapes of the matrix products.',
+            'b': "Distillation changes the weights' values, not their shapes, so it cannot change the speed.",
+            'c': 'A zero in a dense matrix still costs a multiply-add; a removed row costs nothing. In full: Because removing heads and neurons makes the matrices smaller, so the same dense kernels do fewer multiply-adds; a mask keeps every matrix its full size.',
         },
     )
 )
 
 register(
     Quiz(
-        name="07.scaling",
-        question="After removing 6 of the 12 heads of a layer, what happens to the attention scaling 1/sqrt(d_h)?",
+        name='07.scaling',
+        question='After removing 6 of the 12 heads of a layer, what happens to the attention scaling 1/sqrt(d_h)?',
         choices={
-            "a": "It stays: every kept head still has d_h = 32 dimensions, only their number changed.",
-            "b": "It becomes 1/sqrt(d_h / 2), because the layer has half the heads.",
-            "c": "It becomes 1/sqrt(6), one over the root of the number of heads.",
+            'a': 'It stays: every kept head still has d_h = 32 dimensions',
+            'b': 'It becomes 1/sqrt(d_h / 2), because the layer has half the heads.',
+            'c': 'It becomes 1/sqrt(6), one over the root of the number of heads.',
         },
-        answer="a",
+        answer='a',
         explanations={
-            "a": "The scaling normalises one head's dot product q·k over its d_h dimensions; a head that stays is unchanged.",
-            "b": "The head size does not change; only num_attention_heads and all_head_size do.",
-            "c": "The scaling depends on the head size, never on the number of heads.",
+            'a': "The scaling normalises one head's dot product q·k over its d_h dimensions; a head that stays is unchanged. In full: It stays: every kept head still has d_h = 32 dimensions, only their number changed.",
+            'b': 'The head size does not change; only num_attention_heads and all_head_size do.',
+            'c': 'The scaling depends on the head size, never on the number of heads.',
         },
     )
 )
 
 register(
     Quiz(
-        name="07.flops_vs_speed",
+        name='07.flops_vs_speed',
         question="A pruned model keeps exactly half the encoder's linear multiply-adds. Why is it usually less than 2x faster?",
         choices={
-            "a": "The timer is inaccurate.",
-            "b": "Part of the time is not in those linear layers (embeddings, layer norms, softmax, GELU, residual adds, the "
-            "pooler and classifier), and smaller matrix products run a little less efficiently.",
-            "c": "Pruning adds work to every forward pass.",
+            'a': 'The timer is inaccurate at these durations, so the measured ratio is pulled towards 1',
+            'b': 'Part of the time is outside those linear layers, and small products run less efficiently',
+            'c': 'Pruning adds index arithmetic to every forward pass, which eats part of the saving',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "The ratio is the median of alternating rounds, a robust measurement; the gap is real.",
-            "b": "Amdahl's law: only the part you shrink gets faster. The chapter's table of predicted vs measured speed-ups shows the gap.",
-            "c": "A pruned model is an ordinary, smaller model: no masks or hooks run.",
+            'a': 'The ratio is the median of alternating rounds, a robust measurement; the gap is real.',
+            'b': "Amdahl's law: only the part you shrink gets faster. The chapter's table of predicted vs measured speed-ups shows the gap. In full: Part of the time is not in those linear layers (embeddings, layer norms, softmax, GELU, residual adds, the pooler and classifier), and smaller matrix products run a little less efficiently.",
+            'c': 'A pruned model is an ordinary, smaller model: no masks or hooks run.',
         },
     )
 )
 
 register(
     Quiz(
-        name="07.residual_groups",
+        name='07.residual_groups',
         question="In a ResNet stage, why must output channel c of every block's last convolution be removed together?",
         choices={
-            "a": "Because the blocks add their outputs into the same residual stream, x + F(x): channel c of one block is "
-            "added to channel c of the others, so the shapes must agree.",
-            "b": "Because convolutions share their weights across blocks.",
-            "c": "They need not: each block can keep different channels.",
+            'a': 'The blocks add into one residual stream, so their channels must match',
+            'b': 'Because convolutions of one stage share their weights across the blocks of that stage',
+            'c': 'They need not: each block can keep different channels, and the adds realign them',
         },
-        answer="a",
+        answer='a',
         explanations={
-            "a": "Residual additions tie the channels of a stage into one group; removing c means removing it from every writer and reader.",
-            "b": "Each block has its own weights; it is the addition, not sharing, that couples them.",
-            "c": "Then x + F(x) would add tensors with different channels: a shape error, or silently wrong channels.",
+            'a': 'Residual additions tie the channels of a stage into one group; removing c means removing it from every writer and reader. In full: Because the blocks add their outputs into the same residual stream, x + F(x): channel c of one block is added to channel c of the others, so the shapes must agree.',
+            'b': 'Each block has its own weights; it is the addition, not sharing, that couples them.',
+            'c': 'Then x + F(x) would add tensors with different channels: a shape error, or silently wrong channels.',
         },
     )
 )
 
 register(
     Quiz(
-        name="07.two_four",
-        question="You prune every linear layer to 2:4 sparsity (two zeros in every four weights). What does it buy on this CPU?",
+        name='07.two_four',
+        question='You prune every linear layer to 2:4 sparsity (two zeros in every four weights). What does it buy on this CPU?',
         choices={
-            "a": "A 2x speed-up, since half the multiply-adds are zeros.",
-            "b": "Nothing in speed: the matrices are still dense. 2:4 is accelerated by GPU sparse tensor cores "
-            "(NVIDIA Ampere and later), where PyTorch's semi-structured sparse tensors use it.",
-            "c": "A smaller file, automatically.",
+            'a': 'A 2x speed-up, since half the multiply-adds are zeros that the CPU skips',
+            'b': 'A file half the size, since the zeros of a 2:4 pattern are not stored',
+            'c': 'No speed-up: the matrices are still dense and this CPU has no 2:4 kernel',
         },
-        answer="b",
+        answer='c',
         explanations={
-            "a": "Only hardware with 2:4 kernels skips the zeros; a CPU's dense kernels multiply them like any other number.",
-            "b": "N:M is structured for the hardware, not for the shapes: the matrix keeps its size on a CPU.",
-            "c": "A dense file stores the zeros; a compressed layout (values plus 2-bit positions) would be needed.",
+            'a': "Only hardware with 2:4 kernels skips the zeros; a CPU's dense kernels multiply them like any other number.",
+            'b': 'A dense file stores the zeros; a compressed layout (values plus 2-bit positions) would be needed.',
+            'c': "N:M is structured for the hardware, not for the shapes: the matrix keeps its size on a CPU. In full: Nothing in speed: the matrices are still dense. 2:4 is accelerated by GPU sparse tensor cores (NVIDIA Ampere and later), where PyTorch's semi-structured sparse tensors use it.",
         },
     )
 )

@@ -88,66 +88,60 @@ register(
 
 register(
     Quiz(
-        name="08.why_gradual",
-        question="At the same number of training steps, what does gradual pruning give the model that one-shot pruning does not?",
+        name='08.why_gradual',
+        question='At the same number of training steps, what does gradual pruning give the model that one-shot pruning does not?',
         choices={
-            "a": "Weights removed late are chosen after the survivors have adapted to the earlier removals, and each removal "
-                 "is small enough for training to repair before the next",
-            "b": "More training steps at the final sparsity, which is where accuracy is recovered",
-            "c": "A different criterion: gradual pruning ranks weights by their gradients instead of their size",
-            "d": "Nothing: both end at the same sparsity, so they end at the same accuracy",
+            'a': 'Late removals are chosen after the survivors adapted to the earlier ones',
+            'b': 'More training steps at the final sparsity, which is where accuracy is recovered',
+            'c': 'A different criterion: gradual pruning ranks weights by their gradients instead of their size',
+            'd': 'Nothing: both end at the same sparsity, so they end at the same accuracy',
         },
-        answer="a",
+        answer='a',
         explanations={
-            "a": "Right: the mask is decided step by step on a model that keeps learning. Whether that pays within a short "
-                 "budget is what section 2 measured; it is not guaranteed.",
-            "b": "The opposite: one-shot trains every step at s_f; gradual reaches s_f only after its pruning phase.",
-            "c": "Both use |w| here; the schedule, not the criterion, is what differs. Movement pruning (section 3) changes the criterion.",
-            "d": "Which weights are removed, and when, decides what the survivors can learn; the chart compares the outcomes.",
+            'a': 'Right: the mask is decided step by step on a model that keeps learning. Whether that pays within a short budget is what section 2 measured; it is not guaranteed. In full: Weights removed late are chosen after the survivors have adapted to the earlier removals, and each removal is small enough for training to repair before the next.',
+            'b': 'The opposite: one-shot trains every step at s_f; gradual reaches s_f only after its pruning phase.',
+            'c': 'Both use |w| here; the schedule, not the criterion, is what differs. Movement pruning (section 3) changes the criterion.',
+            'd': 'Which weights are removed, and when, decides what the survivors can learn; the chart compares the outcomes.',
         },
     )
 )
 
 register(
     Quiz(
-        name="08.l1_zeros",
-        question="After fine-tuning with an L2 penalty, hardly any weight is exactly zero; with L1 many are close to it. Why?",
+        name='08.l1_zeros',
+        question='After fine-tuning with an L2 penalty, hardly any weight is exactly zero; with L1 many are close to it. Why?',
         choices={
-            "a": "L2 is weaker than L1 at every strength λ",
-            "b": "The gradient of λw² is 2λw: it fades as w approaches zero, so the pull stops before zero. The subgradient "
-                 "of λ|w| is λ·sign(w): the same pull at every size, so small weights are pushed all the way",
-            "c": "AdamW undoes the L2 penalty but not the L1 penalty",
-            "d": "L1 penalises large weights more than L2 does",
+            'a': 'L2 is weaker than L1 at every strength λ',
+            'b': "L2's gradient 2λw fades near zero; L1's pull λ·sign(w) does not",
+            'c': 'AdamW undoes the L2 penalty but not the L1 penalty',
+            'd': 'L1 penalises large weights more than L2 does',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "Strength is λ's job; at any λ the L2 pull vanishes near zero, which is the point.",
-            "b": "Right: the weight histograms show it, and the proximal step (Exercise 8.3) lands weights exactly on zero.",
-            "c": "The chapter adds both penalties to the loss; the optimizer treats them the same way.",
-            "d": "The opposite: w² grows faster than |w| for |w| > 1/2, so L2 punishes large weights more.",
+            'a': "Strength is λ's job; at any λ the L2 pull vanishes near zero, which is the point.",
+            'b': 'Right: the weight histograms show it, and the proximal step (Exercise 8.3) lands weights exactly on zero. In full: The gradient of λw² is 2λw: it fades as w approaches zero, so the pull stops before zero. The subgradient of λ|w| is λ·sign(w): the same pull at every size, so small weights are pushed all the way.',
+            'c': 'The chapter adds both penalties to the loss; the optimizer treats them the same way.',
+            'd': 'The opposite: w² grows faster than |w| for |w| > 1/2, so L2 punishes large weights more.',
         },
     )
 )
 
 register(
     Quiz(
-        name="08.movement_sign",
-        question="During fine-tuning a weight w = 0.2 keeps getting the gradient ∂L/∂w = +0.01. What does movement pruning "
-                 "think of it?",
+        name='08.movement_sign',
+        question='During fine-tuning a weight w = 0.2 keeps getting the gradient ∂L/∂w = +0.01. What does movement pruning think of it?',
         choices={
-            "a": "It is important: its gradient is large, so the loss depends on it",
-            "b": "Nothing yet: movement scores only count once the weight changes sign",
-            "c": "It is moving towards zero (gradient descent subtracts a positive gradient from a positive weight), so "
-                 "its score -w·∂L/∂w = -0.002 per step falls and it is among the first removed",
-            "d": "It is moving away from zero, so its score rises and it is kept",
+            'a': 'It is important: its gradient is large, so the loss depends on it',
+            'b': 'Nothing yet: movement scores only count once the weight changes sign',
+            'c': 'Training shrinks it, so its score falls and it is removed early',
+            'd': 'It is moving away from zero, so its score rises and it is kept',
         },
-        answer="c",
+        answer='c',
         explanations={
-            "a": "That is the gradient criterion of Chapter 6 (|∂L/∂w|); movement looks at the sign of w·∂L/∂w.",
-            "b": "The score accumulates from the first step; no sign change is needed.",
-            "c": "Right: training is shrinking it, so movement pruning removes it even though 0.2 is a large weight. "
-                 "Magnitude pruning would keep it.",
-            "d": "w > 0 and ∂L/∂w > 0 means the update w - η ∂L/∂w moves it towards zero, not away.",
+            'a': 'That is the gradient criterion of Chapter 6 (|∂L/∂w|); movement looks at the sign of w·∂L/∂w.',
+            'b': 'The score accumulates from the first step; no sign change is needed.',
+            'c': 'Right: training is shrinking it, so movement pruning removes it even though 0.2 is a large weight. Magnitude pruning would keep it. In full: It is moving towards zero (gradient descent subtracts a positive gradient from a positive weight), so its score -w·∂L/∂w = -0.002 per step falls and it is among the first removed.',
+            'd': 'w > 0 and ∂L/∂w > 0 means the update w - η ∂L/∂w moves it towards zero, not away.',
         },
     )
 )
@@ -174,23 +168,20 @@ register(
 
 register(
     Quiz(
-        name="08.sparse_speed",
-        question="The 90%-sparse model's linear layers run through torch.sparse (CSR) on this CPU. What does the chapter's "
-                 "A/B timing tell you to expect?",
+        name='08.sparse_speed',
+        question="The 90%-sparse model's linear layers run through torch.sparse (CSR) on this CPU. What does the chapter's A/B timing tell you to expect?",
         choices={
-            "a": "A 10x speed-up, since 90% of the multiply-adds are gone",
-            "b": "Whatever the measurement says: the sparse kernel skips the zeros but pays for indirect memory access and "
-                 "loses the dense kernel's blocking, so its speed-up is far below 10x and can be below 1",
-            "c": "No change, since the sparse and the dense kernel are the same code",
-            "d": "A slowdown on every CPU, since sparse kernels never beat dense ones",
+            'a': 'A 10x speed-up, since 90% of the multiply-adds are gone',
+            'b': 'Whatever the A/B timing measures: far below 10x, possibly below 1',
+            'c': 'No change, since the sparse and the dense kernel are the same code',
+            'd': 'A slowdown on every CPU, since sparse kernels never beat dense ones',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "Removed multiply-adds are not removed time: memory access and vectorisation decide CPU speed.",
-            "b": "Right: Chapter 6 found the crossover for one matrix; section 5 times the whole model, and the verdict "
-                 "printed there comes from this run.",
-            "c": "torch.sparse.mm is a different kernel with its own memory pattern.",
-            "d": "At high enough sparsity the sparse kernel can win; where depends on the CPU, shape and library.",
+            'a': 'Removed multiply-adds are not removed time: memory access and vectorisation decide CPU speed.',
+            'b': "Right: Chapter 6 found the crossover for one matrix; section 5 times the whole model, and the verdict printed there comes from this run. In full: Whatever the measurement says: the sparse kernel skips the zeros but pays for indirect memory access and loses the dense kernel's blocking, so its speed-up is far below 10x and can be below 1.",
+            'c': 'torch.sparse.mm is a different kernel with its own memory pattern.',
+            'd': 'At high enough sparsity the sparse kernel can win; where depends on the CPU, shape and library.',
         },
     )
 )

@@ -83,114 +83,100 @@ register(
 
 register(
     Quiz(
-        name="09.engine",
-        question="In the anchors table, OpenVINO with NNCF int8 runs faster than ONNX Runtime's dynamic int8, although both "
-                 "multiply int8 weights. Why?",
+        name='09.engine',
+        question="In the anchors table, OpenVINO with NNCF int8 runs faster than ONNX Runtime's dynamic int8, although both multiply int8 weights. Why?",
         choices={
-            "a": "OpenVINO stores the weights in fewer bytes",
-            "b": "static int8: the activation ranges were calibrated in advance, so no range is measured at run time, and the "
-                 "engine fuses the quantize and dequantize steps into its kernels; dynamic int8 measures every batch and "
-                 "converts back to float after each product",
-            "c": "OpenVINO skips the attention layers",
-            "d": "ONNX Runtime runs on one thread only",
+            'a': 'OpenVINO stores the weights in fewer bytes, so less memory traffic limits each product',
+            'b': 'static int8: ranges calibrated in advance and quantize steps fused into the kernels',
+            'c': 'OpenVINO skips the attention layers',
+            'd': 'ONNX Runtime runs its int8 products on one thread only, while OpenVINO uses all cores',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "Both files hold int8 weights (about 23 MB each for the unpruned model); bytes are not speed.",
-            "b": "Right: calibration (chapter 3's static quantization) moves the range-finding out of the forward pass, and "
-                 "the engine keeps data in int8 across fused operators. On a CPU with AMX, OpenVINO also runs the float "
-                 "parts in bf16.",
-            "c": "It computes the same function: its logits agree with PyTorch's (checked when exported).",
-            "d": "Both ran with the same thread count, printed beside the timings.",
+            'a': 'Both files hold int8 weights (about 23 MB each for the unpruned model); bytes are not speed.',
+            'b': "Right: calibration (chapter 3's static quantization) moves the range-finding out of the forward pass, and the engine keeps data in int8 across fused operators. On a CPU with AMX, OpenVINO also runs the float parts in bf16. In full: Static int8: the activation ranges were calibrated in advance, so no range is measured at run time, and the engine fuses the quantize and dequantize steps into its kernels; dynamic int8 measures every batch and converts back to float after each product.",
+            'c': "It computes the same function: its logits agree with PyTorch's (checked when exported).",
+            'd': 'Both ran with the same thread count, printed beside the timings.',
         },
     )
 )
 
 register(
     Quiz(
-        name="09.embeddings_dominate",
-        question="After pruning half the encoder and quantizing it to int8, what takes most of the file, and why?",
+        name='09.embeddings_dominate',
+        question='After pruning half the encoder and quantizing it to int8, what takes most of the file, and why?',
         choices={
-            "a": "the attention matrices, because they are square",
-            "b": "the word-embedding table: 30,522 rows x 384, more numbers than the six encoder layers, and pruning does not touch it",
-            "c": "the tokenizer's vocabulary file",
-            "d": "the classifier head",
+            'a': 'the attention matrices, because they are square and kept in fp32',
+            'b': 'the classifier head',
+            'c': "the tokenizer's vocabulary file",
+            'd': 'the word-embedding table, which pruning does not touch',
         },
-        answer="b",
+        answer='d',
         explanations={
-            "a": "After pruning, each layer's attention holds 4 x 384 x 128 to 4 x 384 x 192 weights: small beside the table.",
-            "b": "Right: 11.7 M numbers against about 3.5-5.3 M in the pruned encoder; a row is read per token, so it costs "
-                 "bytes, not time. That is why the chapter compresses it on its own.",
-            "c": "The tokenizer files are about 0.7 MB, and the chapter reports them apart from the model.",
-            "d": "The classifier is 384 x 2 weights, and the pooler 384 x 384.",
+            'a': "After pruning, each layer's attention holds 4 x 384 x 128 to 4 x 384 x 192 weights: small beside the table.",
+            'b': 'The classifier is 384 x 2 weights, and the pooler 384 x 384.',
+            'c': 'The tokenizer files are about 0.7 MB, and the chapter reports them apart from the model.',
+            'd': 'Right: 11.7 M numbers against about 3.5-5.3 M in the pruned encoder; a row is read per token, so it costs bytes, not time. That is why the chapter compresses it on its own. In full: The word-embedding table: 30,522 rows x 384, more numbers than the six encoder layers, and pruning does not touch it.',
         },
     )
 )
 
 register(
     Quiz(
-        name="09.trim_vs_pq",
-        question="Trimming the vocabulary to the training split's tokens cost several points of accuracy; product quantization "
-                 "of the whole table cost almost none. What explains the difference?",
+        name='09.trim_vs_pq',
+        question="Trimming the vocabulary to the training split's tokens cost several points of accuracy; product quantization of the whole table cost almost none. What explains the difference?",
         choices={
-            "a": "trimming sends every unseen word, often the word that carries the sentiment, to [UNK]; PQ keeps an "
-                 "approximate row for every token",
-            "b": "PQ uses more bytes than trimming",
-            "c": "trimming changes the tokenizer's lower-casing",
-            "d": "PQ retrains the model",
+            'a': 'trimming turns unseen sentiment words into [UNK]; PQ keeps every row',
+            'b': 'PQ uses more bytes than trimming',
+            'c': "trimming changes the tokenizer's lower-casing, so many words are split differently",
+            'd': 'PQ retrains the classifier on the compressed table, which recovers the loss',
         },
-        answer="a",
+        answer='a',
         explanations={
-            "a": "Right: the test split shares only part of its vocabulary with 2,100 training sentences, so a trimmed model "
-                 "loses whole words; PQ blurs every row a little but loses none.",
-            "b": "The chapter compares them at similar bytes; the difference is what is lost, not how much is kept.",
-            "c": "The tokenizer is unchanged; only the rows of the table differ.",
-            "d": "No training is involved: k-means only learns the codebooks from the table itself.",
+            'a': 'Right: the test split shares only part of its vocabulary with 2,100 training sentences, so a trimmed model loses whole words; PQ blurs every row a little but loses none. In full: Trimming sends every unseen word, often the word that carries the sentiment, to [UNK]; PQ keeps an approximate row for every token.',
+            'b': 'The chapter compares them at similar bytes; the difference is what is lost, not how much is kept.',
+            'c': 'The tokenizer is unchanged; only the rows of the table differ.',
+            'd': 'No training is involved: k-means only learns the codebooks from the table itself.',
         },
     )
 )
 
 register(
     Quiz(
-        name="09.ablation",
-        question="In the ablation, removing the distillation stage costs the most accuracy. What does that tell you about "
-                 "the order of the stages?",
+        name='09.ablation',
+        question='In the ablation, removing the distillation stage costs the most accuracy. What does that tell you about the order of the stages?',
         choices={
-            "a": "nothing: the stages are independent",
-            "b": "distil right after pruning (it repairs the damage while the model is still float and trainable), and "
-                 "quantize last (post-training int8 of the final shapes needs only calibration)",
-            "c": "quantize first, then prune the int8 model",
-            "d": "distillation should be done after quantization only",
+            'a': 'nothing: the stages are independent',
+            'b': 'distil right after pruning, and quantize last',
+            'c': 'quantize first, then prune the int8 model',
+            'd': 'distillation should be done after quantization only',
         },
-        answer="b",
+        answer='b',
         explanations={
-            "a": "The table shows they interact: int8 of an undistilled pruned model starts from a worse model.",
-            "b": "Right: pruning changes the function and needs training to recover; int8 after calibration changes it "
-                 "little and needs only the final graph. Chapter 5's quantization-aware distillation is the next step.",
-            "c": "Pruning an int8 graph would need its scales recomputed; you would pay calibration twice.",
-            "d": "Without distillation after pruning the model starts int8 from a damaged function.",
+            'a': 'The table shows they interact: int8 of an undistilled pruned model starts from a worse model.',
+            'b': "Right: pruning changes the function and needs training to recover; int8 after calibration changes it little and needs only the final graph. Chapter 5's quantization-aware distillation is the next step. In full: Distil right after pruning (it repairs the damage while the model is still float and trainable), and quantize last (post-training int8 of the final shapes needs only calibration).",
+            'c': 'Pruning an int8 graph would need its scales recomputed; you would pay calibration twice.',
+            'd': 'Without distillation after pruning the model starts int8 from a damaged function.',
         },
     )
 )
 
 register(
     Quiz(
-        name="09.batch_one",
+        name='09.batch_one',
         question="The compressed model's gain over the fastest anchor is smaller at batch 1 than at batch 64. Why?",
         choices={
-            "a": "batch 1 uses bf16",
-            "b": "at batch 1 the matrix products are tiny, so fixed costs per operator and per call (launching kernels, "
-                 "copying inputs) weigh more, and removing heads and neurons does not shrink them",
-            "c": "the anchor caches batch-1 answers",
-            "d": "the tokenizer is slower at batch 1",
+            'a': 'batch 1 uses bf16',
+            'b': 'the anchor caches batch-1 answers, so repeated sentences cost it almost nothing',
+            'c': 'fixed per-call costs weigh more at batch 1, and pruning does not shrink them',
+            'd': 'the tokenizer is slower at batch 1 and its time is counted in both measurements',
         },
-        answer="b",
+        answer='c',
         explanations={
-            "a": "Both models run under the same engine settings at both batch sizes.",
-            "b": "Right: fewer multiply-adds help where multiply-adds dominate. Fewer layers would remove whole groups "
-                 "of operators; the lesson plan lists the layer-dropping variants tried and what they cost in accuracy.",
-            "c": "Nothing is cached; every call computes.",
-            "d": "Tokenization is outside the timed call.",
+            'a': 'Both models run under the same engine settings at both batch sizes.',
+            'b': 'Nothing is cached; every call computes.',
+            'c': 'Right: fewer multiply-adds help where multiply-adds dominate. Fewer layers would remove whole groups of operators; the lesson plan lists the layer-dropping variants tried and what they cost in accuracy. In full: At batch 1 the matrix products are tiny, so fixed costs per operator and per call (launching kernels, copying inputs) weigh more, and removing heads and neurons does not shrink them.',
+            'd': 'Tokenization is outside the timed call.',
         },
     )
 )
