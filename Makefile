@@ -1,6 +1,7 @@
 # The workbook's two everyday commands (see README.md):
 #   make workbook   run every chapter in full mode -> build/notebooks/, build/report.md
 #   make test       run the whole test suite (unit, property, notebooks in smoke mode)
+#   make html       the executed chapters and the report as static HTML -> build/html/ (after make workbook)
 # Both create .venv on first use. `make lab` opens the chapters in JupyterLab.
 
 PYTHON ?= python3
@@ -16,7 +17,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export WORKBOOK_CACHE ?= $(CURDIR)/build/cache
 export WORKBOOK_RESULTS_DIR ?= $(CURDIR)/build/results
 
-.PHONY: workbook test lab smoke install clean
+.PHONY: workbook test lab smoke html install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+html: $(STAMP)
+	$(PY) -m toolkit.html build
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
