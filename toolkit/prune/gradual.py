@@ -175,6 +175,9 @@ def prune_during_training_(
     if total != schedule.steps:
         raise ValueError(f"the schedule has {schedule.steps} steps but the training runs {total} "
                          f"({len(examples)} examples, batch {config.batch_size}, {config.epochs} epochs)")
+    if criterion == "movement" and schedule.at(0) > 0:
+        raise ValueError("movement pruning needs a schedule that starts at sparsity 0 (gradual), "
+                         "since its scores are learned during training")
     apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
     movement = MovementScores(model, names).attach() if criterion == "movement" else None
     log = PruningLog()
@@ -202,11 +205,7 @@ def prune_during_training_(
             tqdm.write(f"step {step}: sparsity {log.sparsity[-1]:.1%}")
 
     try:
-        if criterion == "magnitude" or schedule.at(0) == 0:
-            update(0)
-        else:  # movement needs some training before its scores mean anything: one-shot movement scores after one epoch
-            raise ValueError("movement pruning needs a schedule that starts at sparsity 0 (iterative or gradual), "
-                             "since its scores are learned during training")
+        update(0)
         fine_tune_(model, tokenizer, examples, config, progress=progress, on_step=update, loss_fn=loss_fn)
     finally:
         if movement is not None:

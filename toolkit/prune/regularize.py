@@ -14,7 +14,7 @@ proximal step (soft thresholding) applies the penalty exactly after each optimiz
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 
@@ -36,12 +36,16 @@ def group_lasso_penalty(weight: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return weight.norm(dim=dim).sum()
 
 
+def _check_threshold(threshold: float) -> None:
+    if threshold < 0:
+        raise ValueError(f"threshold must be non-negative; got {threshold!r}")
+
+
 @torch.no_grad()
 def soft_threshold_(weights: Iterable[torch.Tensor], threshold: float) -> int:
     """Proximal L1 step in place: w ← sign(w)·max(|w| - threshold, 0), with threshold = learning rate × λ.
     Returns how many weights are exactly zero afterwards."""
-    if threshold < 0:
-        raise ValueError(f"threshold must be non-negative; got {threshold!r}")
+    _check_threshold(threshold)
     zeros = 0
     for w in weights:
         w.copy_(w.sign() * (w.abs() - threshold).clamp(min=0))
@@ -56,8 +60,7 @@ PENALTIES = ("none", "l1", "l2", "group lasso")
 def group_soft_threshold_(weights: Iterable[torch.Tensor], threshold: float) -> int:
     """Proximal group-lasso step in place, one group per row: w_row ← w_row · max(0, 1 - threshold / ||w_row||₂).
     Returns how many rows are exactly zero afterwards."""
-    if threshold < 0:
-        raise ValueError(f"threshold must be non-negative; got {threshold!r}")
+    _check_threshold(threshold)
     zero_rows = 0
     for w in weights:
         norms = w.norm(dim=1, keepdim=True)  # (rows, 1)
@@ -85,8 +88,8 @@ class ProximalPenalty:
         l2:          w ← w · (1 - η_t λ)                         (decoupled weight decay: the gradient step of λ/2 Σ w²)
         group lasso: w_row ← w_row · max(0, 1 - η_t λ / ||w_row||₂)   (one group per row)
 
-    With Adam, a penalty added to the loss is rescaled with the task's gradient, so its pull stops depending on λ;
-    applied here, it pulls at rate η_t λ whatever the optimizer does. Pass ``on_step=penalty`` to ``fine_tune_``;
+    Added to the loss (λ Σ|w| and so on), a penalty's gradient would be rescaled by Adam together with the task's, so
+    its pull would stop depending on λ; applied here, it pulls at rate η_t λ whatever the optimizer does. Pass ``on_step=penalty`` to ``fine_tune_``;
     ``total_steps`` must be the number of optimizer steps of that fine-tune."""
 
     def __init__(self, weights: dict[str, torch.Tensor], penalty: str, strength: float, learning_rate: float,
@@ -110,34 +113,6 @@ class ProximalPenalty:
             with torch.no_grad():
                 for w in self.weights:
                     w.mul_(1 - threshold)
-
-
-def penalized_loss(weights: dict[str, torch.Tensor], penalty: str, strength: float, base: Callable | None = None) -> Callable:
-    """A loss for ``toolkit.train.fine_tune_(..., loss_fn=...)``: the task loss plus λ times a penalty on ``weights``.
-
-        none: L     l1: L + λ Σ|w|     l2: L + λ Σ w²     group lasso: L + λ Σ_rows ||w_row||₂
-
-    ``base(model, batch)`` is the task loss (default: the model's own cross-entropy). The optimizer sees the
-    penalty's (sub)gradient λ·sign(w), 2λw or λ·w_row/||w_row|| beside the task's; with Adam both are rescaled
-    together (``ProximalPenalty`` applies a penalty at a fixed rate instead)."""
-    if penalty not in PENALTIES:
-        raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}; got {penalty!r}")
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
-        raise ValueError(f"strength must be a non-negative number (λ); got {strength!r}")
-    tensors = list(weights.values())
-
-    def term() -> torch.Tensor:
-        if penalty == "l1":
-            return l1_penalty(tensors)
-        if penalty == "l2":
-            return l2_penalty(tensors)
-        return sum(group_lasso_penalty(w, dim=1) for w in tensors)
-
-    def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        loss = base(model, batch) if base is not None else model(**batch).loss
-        return loss if penalty == "none" or strength == 0 else loss + strength * term()
-
-    return loss_fn
 
 
 def near_zero_share(weights: Iterable[torch.Tensor], tolerance: float = 1e-3) -> float:

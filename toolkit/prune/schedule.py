@@ -53,7 +53,8 @@ class MovementScores:
     Call ``update()`` after every ``loss.backward()``, or ``attach()`` once: it registers a hook that
     adds each step's term as soon as the gradient is accumulated (``detach()`` removes it). For a layer
     pruned with ``torch.nn.utils.prune`` the trained tensor is ``weight_orig``, and that is the one
-    tracked."""
+    tracked. ``updates`` counts the calls of ``update()``.
+    """
 
     def __init__(self, model: torch.nn.Module, names: Iterable[str]):
         names = list(names)
