@@ -89,7 +89,7 @@ class ProximalPenalty:
         group lasso: w_row ← w_row · max(0, 1 - η_t λ / ||w_row||₂)   (one group per row)
 
     Added to the loss (λ Σ|w| and so on), a penalty's gradient would be rescaled by Adam together with the task's, so
-    its pull would stop depending on λ; applied here, it pulls at rate η_t λ whatever the optimizer does. Pass ``on_step=penalty`` to ``fine_tune_``;
+    its pull would stop depending on λ; applied here, it pulls at rate η_t λ whatever the optimizer does. Pass ``on_step=penalty.step_`` to ``fine_tune_``;
     ``total_steps`` must be the number of optimizer steps of that fine-tune."""
 
     def __init__(self, weights: dict[str, torch.Tensor], penalty: str, strength: float, learning_rate: float,
@@ -103,7 +103,8 @@ class ProximalPenalty:
         self.weights, self.penalty, self.strength = list(weights.values()), penalty, float(strength)
         self.learning_rate, self.total_steps, self.warmup_fraction = learning_rate, total_steps, warmup_fraction
 
-    def __call__(self, step: int) -> None:
+    def step_(self, step: int) -> None:
+        """Apply the penalty's step to the weights, in place, with the learning rate of optimizer step ``step``."""
         threshold = learning_rate_at(step, self.learning_rate, self.total_steps, self.warmup_fraction) * self.strength
         if self.penalty == "l1":
             soft_threshold_(self.weights, threshold)
