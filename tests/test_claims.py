@@ -122,3 +122,17 @@ def test_a_shared_cpu_makes_a_speed_claim_inconclusive_even_with_a_tight_spread(
     quiet = SpeedComparison("fp32", "bf16", 1.23, 1.21, 1.25, 1059.5, 861.9, 15, "batch 64 x 35 tokens", 2, other_load=0.02)
     with pytest.raises(claims.ClaimFailed):  # the same ratio on a quiet machine is a real failure
         claims.speed_claim("bf16-vs-fp32", quiet, features=XEON_AMX, chapter="01", smoke=False, results_dir=tmp_path)
+
+
+def test_chapter_claims_fill_in_the_chapter_and_the_mode(tmp_path, monkeypatch):
+    claim = claims.ChapterClaims("05", smoke=False, results_dir=tmp_path)
+    assert claim("x is small", True, "x = 3") is True
+    monkeypatch.setenv(claims.ENFORCE_ENV, "1")
+    with pytest.raises(claims.ClaimFailed, match="chapter 05"):
+        claim("x is large", False, "x = 3")
+    saved = claims.load_claims(tmp_path)
+    assert [(e["statement"], e["chapter"], e["smoke"]) for e in saved] == [("x is small", "05", False), ("x is large", "05", False)]
+    assert claim.speed("bf16-vs-fp32", measured(3.0), features=XEON_AMX) == "holds"
+    assert claims.load_claims(tmp_path)[-1]["chapter"] == "05"
+    with pytest.raises(ValueError, match="two-digit string"):
+        claims.ChapterClaims(5, smoke=False)

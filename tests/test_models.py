@@ -156,3 +156,27 @@ def test_distillation_loss_is_zero_kl_against_itself_and_pulls_the_student_to_th
     assert after < 0.5 * before, (before, after)
     with pytest.raises(ValueError, match="temperature must be positive"):
         distillation_loss(teacher, 0.0)
+
+
+def test_float_files_may_mix_dtypes_and_load_into_any_dtype(tmp_path):
+    model = models.sentiment_classifier(smoke=True, progress=False)
+    mixed = models.cast(model, torch.bfloat16)
+    mixed.bert.embeddings.word_embeddings.to(torch.float8_e4m3fn)  # 1 byte per value: stored, not computed with
+    path = tmp_path / "mixed.safetensors"
+    size = models.save_float(mixed, path)
+    assert size == path.stat().st_size
+    values = {dtype: sum(p.numel() for p in mixed.parameters() if p.dtype == dtype) for dtype in (torch.bfloat16, torch.float8_e4m3fn)}
+    tensor_bytes = 2 * values[torch.bfloat16] + values[torch.float8_e4m3fn]
+    assert tensor_bytes < size < tensor_bytes + 200_000, "the file is its tensors' bytes plus a header (and buffers)"
+    back = models.load_float(path, torch.float32, smoke=True)
+    table = back.bert.embeddings.word_embeddings.weight
+    assert table.dtype == torch.float32
+    assert torch.equal(table, mixed.bert.embeddings.word_embeddings.weight.float()), "float8 values are cast, not re-rounded"
+    assert model.bert.embeddings.word_embeddings.weight.dtype == torch.float32, "the model given to cast is unchanged"
+    with pytest.raises(FileNotFoundError, match="path .*save_float"):
+        models.load_float(tmp_path / "missing.safetensors", smoke=True)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="does not hold the classifier's tensors"):
+        models.load_float(tmp_path / "other.safetensors", smoke=True)

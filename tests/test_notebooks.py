@@ -56,7 +56,7 @@ def test_notebook_follows_the_chapter_conventions(path):
     assert "toolkit.setup()" in code
     assert code.count("SMOKE") > 2, "the chapter uses SMOKE beyond declaring it"
     assert "toolkit.exercises.check(" in code, "at least one exercise with a check"
-    assert "toolkit.claims.claim(" in code, "the chapter's key claims are checked"
+    assert "toolkit.claims.ChapterClaims(CHAPTER, smoke=SMOKE)" in code, "the chapter's key claims are checked"
     assert any(c.cell_type == "markdown" and c.source.startswith("## Recap") for c in nb.cells)
     assert (ROOT / "lessons" / f"{path.stem}.md").is_file(), "every chapter has a lesson plan"
 

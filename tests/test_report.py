@@ -133,3 +133,20 @@ def test_chart_and_best_tradeoffs_show_each_technique_once(tmp_path, monkeypatch
     text = report.best_tradeoffs(results)
     assert "**size**: int2 (0.0 MB, 54.0%) → int8" in text and "bf16 (0.0 MB, 93.0%)" in text
     assert "latency at batch 64**: bf16 (120.0 ms, 93.0%)" in text
+
+
+def test_round_trips_measure_the_reloaded_model_and_record_it(tmp_path, monkeypatch, tokenizer, splits):
+    import torch
+
+    from toolkit import models
+
+    monkeypatch.setenv("WORKBOOK_RESULTS_DIR", str(tmp_path / "results"))
+    model = models.sentiment_classifier(smoke=True, progress=False)
+    trips = report.RoundTrips(tmp_path / "files", tokenizer, splits.test[:64], chapter="03", smoke=True, repeats=1)
+    result = trips.run("bf16", "bfloat16 cast", models.cast(model, torch.bfloat16), models.save_float,
+                       lambda path: models.load_float(path, torch.bfloat16, smoke=True))
+    path = tmp_path / "files" / "bf16.safetensors"
+    assert result.bytes_on_disk == path.stat().st_size
+    assert result.extra["same_prediction"] == 1.0 and result.extra["max_logit_diff"] == 0.0
+    assert trips.results["bf16"] is result and next(trips.models["bf16"].parameters()).dtype == torch.bfloat16
+    assert [r.technique for r in report.load_results(tmp_path / "results")] == ["bf16"]

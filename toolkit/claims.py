@@ -283,3 +283,34 @@ def load_claims(results_dir: Path | None = None) -> list[dict]:
     for path in sorted((folder / "claims").glob("*.json")):
         rows += json.loads(path.read_text())
     return rows
+
+
+# ----------------------------------------------------------------------------- one chapter's claims
+class ChapterClaims:
+    """The claims of one chapter, with its number and mode filled in once.
+
+    Every notebook needs ``claim(statement, holds, evidence)`` with its own ``CHAPTER`` and ``SMOKE``;
+    this object is that function, plus ``speed`` for the speed claims::
+
+        claim = toolkit.claims.ChapterClaims(CHAPTER, smoke=SMOKE)
+        claim("fp16 halves the file", fp16_bytes <= 0.51 * fp32_bytes, f"{fp16_bytes:,} vs {fp32_bytes:,} bytes")
+        claim.speed("bf16-vs-fp32", comparison, features=hardware.features)
+    """
+
+    def __init__(self, chapter: str, smoke: bool, results_dir: Path | None = None):
+        if not (isinstance(chapter, str) and len(chapter) == 2 and chapter.isdigit()):
+            raise ValueError(f"chapter must be a two-digit string such as '03'; got {chapter!r}")
+        self.chapter, self.smoke, self.results_dir = chapter, bool(smoke), results_dir
+
+    def __call__(self, statement: str, holds: bool, evidence: str, **options) -> bool:
+        """``claim(...)`` for this chapter (``options``: ``why``)."""
+        return claim(statement, holds, evidence=evidence, chapter=self.chapter, smoke=self.smoke,
+                     results_dir=self.results_dir, **options)
+
+    def speed(self, key: str, comparison, features: Sequence[str]) -> str:
+        """``speed_claim(...)`` for this chapter: the verdict for this CPU's ``features``."""
+        return speed_claim(key, comparison, features=features, chapter=self.chapter, smoke=self.smoke,
+                           results_dir=self.results_dir)
+
+    def __repr__(self) -> str:
+        return f"ChapterClaims(chapter={self.chapter!r}, smoke={self.smoke})"

@@ -111,6 +111,43 @@ def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return copy.deepcopy(model).to(dtype)
 
 
+
+# ----------------------------------------------------------------------------- float files
+def save_float(model: torch.nn.Module, path: str | os.PathLike) -> int:
+    """Write ``model``'s tensors, each in the dtype it has, to a safetensors file; return the file's bytes.
+
+    A file may mix dtypes: fp32, fp16, bf16, or the 8-bit floats ``torch.float8_e4m3fn`` and
+    ``torch.float8_e5m2``, which CPUs can store but not compute with (``load_float`` casts
+    them back). Size = header + Σ numel(t) · bytes(dtype(t)) over the tensors.
+    """
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path))
+    return path.stat().st_size
+
+
+def load_float(path: str | os.PathLike, dtype: torch.dtype = torch.float32, smoke: bool = False) -> torch.nn.Module:
+    """The sentiment classifier with the weights of a ``save_float`` file, computing in ``dtype``.
+
+    Every stored tensor is cast to ``dtype`` as it is copied in, so a file written in bf16,
+    or with float8 embeddings, loads into an fp32 (or bf16) model. ``smoke`` picks the
+    architecture's source, as in ``sentiment_classifier``.
+    """
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {path} does not exist: write it with toolkit.models.save_float first")
+    model = cast(sentiment_classifier(smoke=smoke, progress=False), dtype)  # the architecture; its weights are replaced
+    try:
+        load_model(model, str(path))
+    except RuntimeError as error:
+        raise ValueError(f"path {path} does not hold the classifier's tensors (names and shapes of its state_dict): {error}") from error
+    return model.eval()
+
+
 # ----------------------------------------------------------------------------- cache
 @functools.lru_cache(maxsize=1)
 def _train_split_sha256() -> str:

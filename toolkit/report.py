@@ -388,3 +388,39 @@ def measure(
         notes=notes,
         extra={"latency_batch1": one.as_dict(), "latency_big_batch": many.as_dict(), "test_examples": len(test)},
     )
+
+
+class RoundTrips:
+    """Chapter 3's rule as a tool: a method counts only once it has gone through its file.
+
+    ``run(technique, description, model, save, load)`` saves ``model`` with ``save(model, path)``
+    to ``folder/<technique>.safetensors``, reloads it with ``load(path)``, compares the
+    reloaded model with the one in memory (largest logit difference, share of equal
+    predictions), measures the *reloaded* model (``measure``) and records the result.
+    ``results`` and ``models`` keep every result and reloaded model by technique.
+    """
+
+    def __init__(self, folder: Path, tokenizer, test, *, chapter: str, smoke: bool, repeats: int = 20):
+        self.folder, self.tokenizer, self.test = Path(folder), tokenizer, test
+        self.chapter, self.smoke, self.repeats = chapter, smoke, repeats
+        self.results: dict[str, Result] = {}
+        self.models: dict = {}
+
+    def run(self, technique: str, description: str, model, save, load, notes: str = "") -> Result:
+        from toolkit import measure as m
+
+        register_technique(technique, description)
+        path = self.folder / f"{technique}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save(model, path)
+        reloaded = load(path)
+        agree = m.agreement(model, reloaded, self.tokenizer, self.test)
+        result = measure(technique, reloaded, self.tokenizer, self.test, chapter=self.chapter, smoke=self.smoke,
+                         repeats=self.repeats, saved_file=path, notes=notes)
+        result.extra.update(agree)
+        record(result)
+        self.results[technique], self.models[technique] = result, reloaded
+        print(f"{technique:<22} {result.megabytes:6.1f} MB | b1 {result.latency_ms_batch1:6.1f} ms | "
+              f"b64 {result.latency_ms_batch64:7.1f} ms | acc {result.accuracy:.1%} | reload: max logit diff "
+              f"{agree['max_logit_diff']:.2g}, same prediction {agree['same_prediction']:.1%}")
+        return result
