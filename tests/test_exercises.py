@@ -159,3 +159,15 @@ def test_every_chapter_has_five_quizzes_with_explained_options_and_no_giveaway()
         assert len({q.answer for q in quizzes}) >= 3, f"chapter {chapter}: answers {[q.answer for q in quizzes]} are not spread"
         longest = [q.name for q in quizzes if max(q.choices, key=lambda k: len(q.choices[k])) == q.answer]
         assert len(longest) <= 3, f"chapter {chapter}: the right answer is the longest option in {longest}"
+
+
+def test_a_guess_is_compared_with_the_measurement():
+    text = exercises.compare_guess({"speed_up": 2.0, "best": "FFN in", "faster": True}, {"speed_up": 3.1, "best": "ffn in", "faster": False})
+    assert "you guessed 2.0, measured **3.1**: ✘ too low" in text
+    assert "'FFN in', measured **'ffn in'**: ✔ right" in text and "True, measured **False**: ✘" in text
+    assert "✔ close" in exercises.compare_guess({"x": 2.9}, {"x": 3.1})
+    assert "No guess written" in exercises.compare_guess({"x": None}, {"x": 3.1})
+    with pytest.raises(ValueError, match="keys"):
+        exercises.compare_guess({"y": 1}, {"x": 3.1})
+    with pytest.raises(ValueError, match="rel_tol"):
+        exercises.compare_guess({"x": 1}, {"x": 3.1}, rel_tol=2)

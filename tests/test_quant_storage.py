@@ -55,3 +55,22 @@ def test_loaders_name_a_broken_file(tmp_path, damage):
     for loader in (quant.load_quantized, prune.storage.load_sparse_state_dict):
         with pytest.raises(UnreadableFileError, match=f"{path.name}.*cannot be read as .*truncated, damaged or not a safetensors file"):
             loader(path)
+
+
+def test_a_packed_file_reads_back_to_what_its_bytes_hold(tmp_path):
+    from toolkit.quant import QuantSpec, fake_quantize
+    from toolkit.quant.storage import packed_file_bytes, read_packed_file
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32))
+    spec = QuantSpec(bits=4, granularity="group", group_size=16, symmetric=False)
+    path = tmp_path / "packed.safetensors"
+    packed_file_bytes(model, spec, path, scale_dtype=torch.float16)
+    back = read_packed_file(path, spec)
+    assert set(back) == set(model.state_dict())
+    weight = model[0].weight.detach()
+    assert torch.equal(back["1.weight"], model[1].weight.detach()), "non-matrix tensors come back unchanged"
+    in_memory = fake_quantize(weight, spec)
+    assert 0 < (back["0.weight"] - in_memory).abs().max() < 1e-2, "float16 scales differ slightly from the in-memory ones"
+    with pytest.raises(FileNotFoundError, match="packed_file_bytes"):
+        read_packed_file(tmp_path / "missing.safetensors", spec)

@@ -154,5 +154,35 @@ def quiz(name: str, answer: str | None) -> bool:
     return correct
 
 
+
+def compare_guess(guess: dict[str, Any], measured: dict[str, Any], rel_tol: float = 0.25) -> str:
+    """"Predict, then run": each guessed quantity beside its measurement, as one Markdown line each.
+
+    ``guess`` and ``measured`` share their keys. A number counts as close when
+    |guess - measured| <= rel_tol * |measured|; a word or a yes/no must match (case aside).
+    A ``None`` guess asks the reader to write one before looking, next time.
+    """
+    if not isinstance(guess, dict) or set(guess) != set(measured):
+        raise ValueError(f"guess must be a dict with the keys {sorted(measured)}; got {guess!r}")
+    if not 0 < rel_tol < 1:
+        raise ValueError(f"rel_tol must be between 0 and 1; got {rel_tol!r}")
+    if all(value is None for value in guess.values()):
+        return ("○ **No guess written.** Next time, fill in the guess cell before running the experiment: "
+                "a prediction you wrote down is what makes the measurement teach you something.")
+    lines = []
+    for key, truth in measured.items():
+        said = guess[key]
+        if said is None:
+            lines.append(f"- `{key}`: no guess; measured **{truth}**.")
+        elif isinstance(truth, (int, float)) and not isinstance(truth, bool) and isinstance(said, (int, float)):
+            close = abs(said - truth) <= rel_tol * abs(truth)
+            lines.append(f"- `{key}`: you guessed {said}, measured **{truth}**: " + ("✔ close." if close else
+                         f"✘ {'too high' if said > truth else 'too low'}; what did the guess leave out?"))
+        else:
+            right = str(said).strip().lower() == str(truth).strip().lower()
+            lines.append(f"- `{key}`: you guessed {said!r}, measured **{truth!r}**: " + ("✔ right." if right else "✘ not this time."))
+    return "**Your prediction against the measurement**\n\n" + "\n".join(lines)
+
+
 def _load_chapters() -> None:
     from toolkit.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09  # noqa: F401  (registers their exercises on import)

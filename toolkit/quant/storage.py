@@ -94,3 +94,30 @@ def packed_file_bytes(
         file = Path(folder) / "packed.safetensors"
         save_file(tensors, str(file), metadata=metadata)
         return file.stat().st_size
+
+
+PARTS = ("codes", "scale", "zero_point", "shape", "values")
+
+
+def read_packed_file(path: str | os.PathLike, spec: QuantSpec) -> dict[str, torch.Tensor]:
+    """Inverse of ``packed_file_bytes``: the file's tensors by state-dict name, matrices dequantized (fp32).
+
+    What a packed file really holds is what comes back from its bytes: scales in the dtype
+    they were written in, codes as packed. Judge a scheme's error on this, not on the
+    in-memory fake quantization.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {path} does not exist: write it with packed_file_bytes(model, spec, path) first")
+    stored = load_file(str(path))
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    plain: dict[str, torch.Tensor] = {}
+    for key, value in stored.items():
+        name, _, part = key.rpartition(".")
+        if part in PARTS and f"{name}.shape" in stored:
+            groups.setdefault(name, {})[part] = value
+        else:
+            plain[key] = value
+    return plain | {name: unpack_tensor(parts, spec) for name, parts in groups.items()}
