@@ -210,3 +210,17 @@ def test_a_failed_claim_fails_the_chapter_under_the_runner(tmp_path):
     assert runs[0].status.startswith("failed") and "ClaimFailed" in runs[0].status, runs[0].status
     assert claims.ENFORCE_ENV not in __import__("os").environ or __import__("os").environ[claims.ENFORCE_ENV] != "1", \
         "the runner restores the caller's environment"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_every_chapter_asks_for_a_prediction_and_sets_a_checked_design_task(path):
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "Predict, then run" in markdown, "a 'predict, then run' prompt before a key experiment"
+    guesses = re.findall(r"^(MY_\w*GUESS) = ", code, re.M)
+    assert guesses, "the reader writes the prediction into a MY_...GUESS variable"
+    for name in guesses:
+        assert code.count(name) >= 2, f"{name} is never compared with the measurement"
+    assert re.search(r"^## \d+\. Design task", markdown, re.M), "a numbered 'Design task' section"
+    assert re.search(r"^(design|design_path) = None", code, re.M) and "def check_design(" in code, "the design task's target is checked by a cell"
