@@ -113,12 +113,14 @@ register(
             'a': 'Because heads matter less than single weights, so removing them costs less accuracy',
             'b': 'Because the pruned model was also distilled, and distillation speeds up inference',
             'c': 'Surgery shrinks the matrices, so dense kernels do fewer multiply-adds',
+            'd': 'The mask runs as a hook on every call, and the hook costs as much as the zeros save',
         },
         answer='c',
         explanations={
             'a': 'Importance decides accuracy, not speed. Speed comes from the shapes of the matrix products.',
             'b': "Distillation changes the weights' values, not their shapes, so it cannot change the speed.",
             'c': 'A zero in a dense matrix still costs a multiply-add; a removed row costs nothing. In full: Because removing heads and neurons makes the matrices smaller, so the same dense kernels do fewer multiply-adds; a mask keeps every matrix its full size.',
+            'd': "The masks were made permanent (no hook runs): the model multiplies by its zeros like by any other number, and a zero costs as much.",
         },
     )
 )
@@ -131,12 +133,14 @@ register(
             'a': 'It stays: every kept head still has d_h = 32 dimensions',
             'b': 'It becomes 1/sqrt(d_h / 2), because the layer has half the heads.',
             'c': 'It becomes 1/sqrt(6), one over the root of the number of heads.',
+            'd': 'It is recomputed from the pruned weights in the next forward pass.',
         },
         answer='a',
         explanations={
             'a': "The scaling normalises one head's dot product q·k over its d_h dimensions; a head that stays is unchanged. In full: It stays: every kept head still has d_h = 32 dimensions, only their number changed.",
             'b': 'The head size does not change; only num_attention_heads and all_head_size do.',
             'c': 'The scaling depends on the head size, never on the number of heads.',
+            'd': 'The scaling is a constant of the architecture, one over the root of the head size; nothing recomputes it from weights.',
         },
     )
 )
@@ -149,12 +153,14 @@ register(
             'a': 'The timer is inaccurate at these durations, so the measured ratio is pulled towards 1',
             'b': 'Part of the time is outside those linear layers, and small products run less efficiently',
             'c': 'Pruning adds index arithmetic to every forward pass, which eats part of the saving',
+            'd': 'Attention time grows with the square of the number of heads, so it shrinks more slowly',
         },
         answer='b',
         explanations={
             'a': 'The ratio is the median of alternating rounds, a robust measurement; the gap is real.',
             'b': "Amdahl's law: only the part you shrink gets faster. The chapter's table of predicted vs measured speed-ups shows the gap. In full: Part of the time is not in those linear layers (embeddings, layer norms, softmax, GELU, residual adds, the pooler and classifier), and smaller matrix products run a little less efficiently.",
             'c': 'A pruned model is an ordinary, smaller model: no masks or hooks run.',
+            'd': 'Attention scores grow with the square of the sequence length, not of the number of heads; removing heads shrinks them in proportion.',
         },
     )
 )
@@ -167,12 +173,14 @@ register(
             'a': 'The blocks add into one residual stream, so their channels must match',
             'b': 'Because convolutions of one stage share their weights across the blocks of that stage',
             'c': 'They need not: each block can keep different channels, and the adds realign them',
+            'd': 'Batch normalisation needs every block of a stage to keep the same statistics',
         },
         answer='a',
         explanations={
             'a': 'Residual additions tie the channels of a stage into one group; removing c means removing it from every writer and reader. In full: Because the blocks add their outputs into the same residual stream, x + F(x): channel c of one block is added to channel c of the others, so the shapes must agree.',
             'b': 'Each block has its own weights; it is the addition, not sharing, that couples them.',
             'c': 'Then x + F(x) would add tensors with different channels: a shape error, or silently wrong channels.',
+            'd': 'Each convolution has its own batch-norm layer and statistics; it is the residual addition that needs matching channels.',
         },
     )
 )
@@ -185,12 +193,14 @@ register(
             'a': 'A 2x speed-up, since half the multiply-adds are zeros that the CPU skips',
             'b': 'A file half the size, since the zeros of a 2:4 pattern are not stored',
             'c': 'No speed-up: the matrices are still dense and this CPU has no 2:4 kernel',
+            'd': 'Half the accuracy is lost, because a 2:4 pattern ignores which weights matter',
         },
         answer='c',
         explanations={
             'a': "Only hardware with 2:4 kernels skips the zeros; a CPU's dense kernels multiply them like any other number.",
             'b': 'A dense file stores the zeros; a compressed layout (values plus 2-bit positions) would be needed.',
             'c': "N:M is structured for the hardware, not for the shapes: the matrix keeps its size on a CPU. In full: Nothing in speed: the matrices are still dense. 2:4 is accelerated by GPU sparse tensor cores (NVIDIA Ampere and later), where PyTorch's semi-structured sparse tensors use it.",
+            'd': 'Within every group of four the two least important weights go, so the pattern follows importance locally; its accuracy cost is measured like any mask, and is far from half.',
         },
     )
 )
