@@ -70,3 +70,27 @@ def test_an_agenda_adds_up_and_matches_its_lesson_plans(name):
             boundaries = {0} | {end for _, end in rows}
             assert a in boundaries and b in boundaries, f"{name}: {a}-{b} does not start and end at rows of plan {k}"
             assert minutes == b - a, f"{name}: Chapter {k}, timing {a}-{b} is {b - a} minutes, the agenda gives {minutes}"
+
+
+def discussion_questions(plan: Path) -> list[str]:
+    """The questions of a plan's "## Discussion questions" section: the bold part, or the text before *Answer.*"""
+    section = plan.read_text().split("## Discussion questions", 1)[1].split("\n## ", 1)[0]
+    questions = []
+    for item in [i for i in re.split(r"\n(?=\d+\. )", section.strip()) if re.match(r"\d+\. ", i)]:
+        body = re.sub(r"^\d+\. ", "", item)
+        bold = re.match(r"\*\*(.+?)\*\*", body, re.S)
+        questions.append(" ".join((bold.group(1) if bold else body.split("*Answer.*")[0]).split()))
+    return questions
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p.stem for p in PLANS])
+def test_the_discussion_questions_are_asked_in_the_notebook_too(plan):
+    import nbformat
+
+    notebook = LESSONS.parent / "notebooks" / f"{plan.stem}.ipynb"
+    cells = [c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown"]
+    asked = next((c for c in cells if c.startswith("## Questions to discuss")), None)
+    assert asked, f"{notebook.name}: no '## Questions to discuss' cell (students do not open the lesson plans)"
+    asked = " ".join(asked.split())
+    for question in discussion_questions(plan):
+        assert question in asked, f"{notebook.name} does not ask: {question[:80]}"
