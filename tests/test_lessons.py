@@ -94,3 +94,9 @@ def test_the_discussion_questions_are_asked_in_the_notebook_too(plan):
     asked = " ".join(asked.split())
     for question in discussion_questions(plan):
         assert question in asked, f"{notebook.name} does not ask: {question[:80]}"
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p.stem for p in PLANS])
+def test_a_lesson_plan_says_what_to_cut_when_the_group_falls_behind(plan):
+    section = plan.read_text().split("## Timing", 1)[1].split("\n## ", 1)[0]
+    assert "If the group falls behind" in section, f"{plan.name}: no cut point after the timing table"

@@ -160,3 +160,24 @@ register(
         },
     )
 )
+
+
+register(
+    Quiz(
+        name='01.which_plot',
+        question="The trade-off chart puts fp32, fp16 and bf16 on two panels: accuracy against file size, and against batch-64 latency. Both 16-bit points sit at half of fp32's size, yet on the latency panel they can land far apart. What decides where they land?",
+        choices={
+            'a': 'Their file headers: the smaller header loads faster, and loading is part of every latency measured',
+            'b': 'Their accuracy: a more accurate model needs fewer steps to reach its answer',
+            'c': 'The order of measurement: the model timed second runs on a warmer cache',
+            'd': 'The CPU: it multiplies some 16-bit formats natively and widens others to fp32',
+        },
+        answer='d',
+        explanations={
+            'a': 'Latency is measured on a model already in memory, after warm-up; and the two headers have the same size.',
+            'b': 'A forward pass runs the same operations whatever the answer; accuracy does not change the work.',
+            'c': 'Each latency is a median after warm-up, and the A/B comparison alternates the order of the two models.',
+            'd': 'Right: both files halve, but speed needs instructions. With AMX or AVX512-BF16 bf16 runs natively; without fp16 kernels, fp16 is widened to fp32 for each product and can be slower than fp32.',
+        },
+    )
+)

@@ -189,3 +189,24 @@ register(
         },
     )
 )
+
+
+register(
+    Quiz(
+        name='02.which_plot',
+        question="In the explorer, a histogram carries the grid's levels, two red lines well inside the data's extremes, and below it an error histogram that is flat within ±s/2 but has long, thin tails. Which setting made it?",
+        choices={
+            'a': '8 bits with a min-max range: every value lies inside the grid, and no error exceeds half a step',
+            'b': '4 bits with a clipping observer (`mse` or `percentile`) on the layer output',
+            'c': '1 bit: the sign times a scale, so every error is the distance from the value to ±s',
+            'd': 'Asymmetric 8 bits on the post-GELU activations, with the range fitted to the data',
+        },
+        answer='b',
+        explanations={
+            'a': 'With a min-max range the red lines sit at the extremes and nothing is clipped: no tails.',
+            'b': 'Right: a clipping observer puts the range inside the extremes; values beyond it are clipped, and their errors form the tails, while rounding errors stay within half a step.',
+            'c': 'Binary codes have two levels and no staircase; their errors are not flat within ±s/2.',
+            'd': 'A range fitted to the data by min-max clips nothing, so there are no tails.',
+        },
+    )
+)

@@ -193,3 +193,24 @@ register(
         },
     )
 )
+
+
+register(
+    Quiz(
+        name='03.which_plot',
+        question='On the trade-off chart of section 7, one point sits far left on the size panel (under 20 MB) but right of fp32 on the latency panel. Which method is it most likely to be?',
+        choices={
+            'a': 'Dynamic int8 per channel with torch.ao, its weights stored as int8 codes',
+            'b': 'The bfloat16 cast of the whole classifier',
+            'c': 'Weight-only int4 with int8 embeddings',
+            'd': 'Static W8A8, simulated with fake quantization after calibration on 64 sentences',
+        },
+        answer='c',
+        explanations={
+            'a': 'Its file is about 59 MB (the float embeddings stay), and it is faster than fp32 on CPUs with VNNI.',
+            'b': 'A 16-bit cast halves the file to about 45 MB; on CPUs with native bf16 it is also faster.',
+            'c': 'Right: packed int4 codes make the file small, but each layer dequantizes its weight on every call and then multiplies in float, so it is slower than fp32 on a CPU.',
+            'd': 'It is slower than fp32 (the fake quantization is extra work), but its file is about 59 MB, not under 20.',
+        },
+    )
+)

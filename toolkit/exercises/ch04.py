@@ -189,3 +189,24 @@ register(
         },
     )
 )
+
+
+register(
+    Quiz(
+        name='04.which_plot',
+        question='A line chart shows validation accuracy against training steps: a steep rise over the first quarter of the steps, then a slow climb. Which run is it, and what does its shape say?',
+        choices={
+            'a': 'The fp32 fine-tune of Chapter 1: accuracy always rises fastest at the start of any training',
+            'b': 'The learning-rate sweep of section 4: each point is a run with a different learning rate',
+            'c': 'The W2 per-channel QAT run: most of what QAT recovers comes early',
+            'd': 'The W4A8 run with observers frozen halfway: the slow climb begins where the activation ranges stop moving',
+        },
+        answer='c',
+        explanations={
+            'a': "Chapter 1's fine-tune is not tracked step by step; this chapter tracks the W2 QAT run (section 8).",
+            'b': "The sweep's x-axis would be the learning rate, and each run reports one validation accuracy at its end.",
+            'c': 'Right: section 8 tracks the W2 per-channel run four times an epoch; the first quarter recovers most of the loss, the last points are slow.',
+            'd': 'The frozen-observer runs report one accuracy each, and the W2 runs quantize no activations.',
+        },
+    )
+)

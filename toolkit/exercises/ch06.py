@@ -185,3 +185,24 @@ register(
         },
     )
 )
+
+
+register(
+    Quiz(
+        name='06.which_plot',
+        question='A 4 × 4 grid of numbers between 0.5 and 1 has 1.00 on its diagonal. What does it show?',
+        choices={
+            'a': "The correlation between the four criteria's accuracy-vs-sparsity curves",
+            'b': 'How often two criteria choose the same layer to prune hardest',
+            'c': 'The test accuracy of each criterion (rows) pruned to each of four sparsities (columns), from 50% to 90%',
+            'd': "The share of kept weights that two criteria's 50% masks have in common",
+        },
+        answer='d',
+        explanations={
+            'a': "The curves are compared in section 4's chart and table, not as correlations.",
+            'b': 'Which layers global pruning empties is the per-layer heatmap of section 4, with one row per block.',
+            'c': "Accuracies per sparsity are section 4's table; a 4 × 4 grid with 1.00 on the diagonal compares criteria with each other.",
+            'd': 'Right: the overlap of section 2. Two random 50% masks share half their kept weights (0.5), a criterion with itself all of them (1.00); magnitude and activation agree most.',
+        },
+    )
+)
