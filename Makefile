@@ -2,7 +2,9 @@
 #   make workbook   run every chapter in full mode -> build/notebooks/, build/report.md
 #   make test       run the whole test suite (unit, property, notebooks in smoke mode)
 #   make html       the executed chapters and the report as static HTML -> build/html/ (after make workbook)
-# Both create .venv on first use. `make lab` opens the chapters in JupyterLab.
+#   make lab        JupyterLab on notebooks/ (the workbook's kernel, no pop-ups)
+#   make browser-test   only the browser test: the chapters in JupyterLab in Chromium (part of make test)
+# All create .venv on first use.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +19,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export WORKBOOK_CACHE ?= $(CURDIR)/build/cache
 export WORKBOOK_RESULTS_DIR ?= $(CURDIR)/build/results
 
-.PHONY: workbook test lab smoke html install clean
+.PHONY: workbook test browser-test lab smoke html install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbook)"
 	touch $(STAMP)
 
+# The browser test drives Debian's Chromium (Playwright cannot download its own browser here).
+# Installed once if missing and possible; without it the browser test is skipped, with the reason.
+CHROMIUM_STAMP := $(VENV)/.chromium
+$(CHROMIUM_STAMP): $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; } || \
+	  echo "chromium could not be installed: the browser test will be skipped (tests/test_browser.py says how to run it)"
+	touch $(CHROMIUM_STAMP)
+
 install: $(STAMP)
 
 workbook: $(STAMP)
@@ -35,14 +46,18 @@ workbook: $(STAMP)
 smoke: $(STAMP)
 	$(PY) -m toolkit.runner --out build/smoke --smoke
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest
+
+browser-test: $(STAMP) $(CHROMIUM_STAMP)
+	$(PY) -m pytest -m browser
 
 html: $(STAMP)
 	$(PY) -m toolkit.html build
 
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(PY) -m toolkit.lab $(LAB_ARGS)
 
 clean:
 	rm -rf build

@@ -1,0 +1,275 @@
+"""The chapters in JupyterLab, in a real browser, used the way a student uses them.
+
+nbval and the runner execute kernels without a front end; this test starts JupyterLab the way
+``make lab`` does (``toolkit.lab.command``), drives Debian's Chromium with Playwright, and checks
+what only a browser shows:
+
+1. Chapter 2, run with "Run All Cells" (smoke mode): every code cell ran, no cell shows an
+   error, and every figure arrived as an image;
+2. Chapter 2's quantization explorer: moving the bits slider and changing the granularity
+   redraw the plot and change the printed SQNR within a second of each interaction;
+3. Chapter 4's learning-rate sweep trains in smoke mode: each training run shows one progress
+   bar widget that ends full, not lines of text;
+4. no pop-up (news, announcements, kernel choice) in the way.
+
+A screenshot of every step lands in ``build/browser/``. JupyterLab serves a copy of the chapters
+in ``build/browser/notebooks`` (autosave must not write outputs into ``notebooks/``), with its
+settings, runtime and data folders there too. The server, its kernels and the browser are shut
+down even when a check fails.
+
+Run it alone with ``make browser-test`` (or ``pytest -m browser``). Without Playwright or a
+Chromium executable it is skipped, with the reason in the summary (``-ra``); ``make test``
+installs both where it can (``apt-get install -y chromium``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from toolkit import lab
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "build" / "browser"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+RESPONSE_S = 1.0  # an explorer interaction must show its result within this time
+RUN_ALL_TIMEOUT_S = 150  # a guard against a hang, not a speed target
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def chromium() -> str | None:
+    return os.environ.get("WORKBOOK_CHROMIUM") or next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright is not installed: `make install` installs it with the test extras")
+    executable = chromium()
+    if executable is None:
+        pytest.skip("no Chromium executable: install Debian's package (apt-get install -y chromium), "
+                    "or point WORKBOOK_CHROMIUM at one; Playwright's own browser download is not available here")
+    with playwright_api.sync_playwright() as p:
+        # --no-sandbox: Chromium refuses to run as root with its sandbox (containers, CI)
+        instance = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture(scope="module")
+def jupyterlab():
+    """JupyterLab on a copy of the chapters, on a free port with a token; yields (base URL, token)."""
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    served = OUT / "notebooks"
+    shutil.copytree(ROOT / "notebooks", served)
+    for name in ("settings", "workspaces", "runtime", "data", "config"):
+        (OUT / name).mkdir(parents=True)
+    # the notebook tracker draws every cell (no windowing), so the checks see every output
+    plugin = OUT / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    plugin.parent.mkdir(parents=True)
+    plugin.write_text(json.dumps({"windowingMode": "none"}))
+    lab.install_overrides()  # what `make lab` does first: no news or update pop-ups
+    port, token = free_port(), secrets.token_hex(16)
+    env = dict(os.environ, WORKBOOK_SMOKE="1", JUPYTERLAB_SETTINGS_DIR=str(OUT / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(OUT / "workspaces"), JUPYTER_RUNTIME_DIR=str(OUT / "runtime"),
+               JUPYTER_DATA_DIR=str(OUT / "data"), JUPYTER_CONFIG_DIR=str(OUT / "config"))
+    log = (OUT / "jupyterlab.log").open("w")
+    server = subprocess.Popen(lab.command(served, port=port, token=token, open_browser=False), env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"JupyterLab did not start; see {OUT / 'jupyterlab.log'}")
+                time.sleep(0.3)
+        yield base, token
+    finally:
+        stop(server, base, token)
+        log.close()
+
+
+def stop(server: subprocess.Popen, base: str, token: str) -> None:
+    """Shut the kernels and the server down; kill whatever is left of its process group."""
+    import psutil
+
+    try:
+        children = psutil.Process(server.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    try:
+        request = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
+        server.wait(timeout=20)
+    except Exception:
+        pass
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    for child in children:
+        if child.is_running():
+            child.kill()
+    psutil.wait_procs(children, timeout=10)
+    left = [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left running after the test: {left}"
+
+
+@pytest.fixture(scope="module")
+def page(browser, jupyterlab):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.errors = errors
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def open_chapter(page, jupyterlab, name: str) -> None:
+    base, token = jupyterlab
+    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+    # the chapter's kernel starts by itself: it is preselected, no dialog asks for one
+    page.wait_for_function("""() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName')]
+                               .some(e => e.textContent.includes('workbook'))""", timeout=60_000)
+    assert page.locator(".jp-Dialog").count() == 0, "a dialog is in the way: " + page.locator(".jp-Dialog").inner_text()
+
+
+def run_all(page) -> None:
+    """What a student does: the Run menu, then Run All Cells."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def notebook(page):
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
+
+
+def prompts(page) -> list[str]:
+    return notebook(page).locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+
+
+def wait_until_all_ran(page, timeout_s: float = RUN_ALL_TIMEOUT_S) -> None:
+    """Every code cell shows an execution number, none a '*' (queued or running)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        marks = prompts(page)
+        if marks and all(re.search(r"\[\d+\]", m) for m in marks):
+            return
+        if error_outputs(page):  # Run All stops at an error: report it instead of waiting
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"cells still waiting after {timeout_s:.0f} s: {[m for m in prompts(page) if not re.search(r'[0-9]', m)][:5]}")
+
+
+def error_outputs(page) -> list[str]:
+    texts = notebook(page).locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').all_inner_texts()
+    return [t for t in texts if "Traceback" in t or re.search(r"^\w*(Error|Exception)\b", t, re.M)]
+
+
+def shot(page, name: str) -> Path:
+    path = OUT / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+def test_chapter_2_runs_in_the_browser_without_errors_and_shows_its_figures(page, jupyterlab):
+    name = "02_quantization_fundamentals.ipynb"
+    open_chapter(page, jupyterlab, name)
+    assert page.locator(".jp-toast-container .Toastify__toast, .jp-Notification-Toast").count() == 0, "a pop-up is in the way"
+    run_all(page)
+    wait_until_all_ran(page)
+    shot(page, "1-chapter-2-after-run-all")
+    assert not error_outputs(page), "a cell failed: " + error_outputs(page)[0][:500]
+    import nbformat
+
+    figures = sum(c.source.count("plt.show()") for c in nbformat.read(ROOT / "notebooks" / name, as_version=4).cells if c.cell_type == "code")
+    images = notebook(page).locator(".jp-OutputArea-output .jp-RenderedImage img")
+    assert images.count() >= figures > 0, f"{images.count()} images rendered for {figures} figures"
+    broken = images.evaluate_all("imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length")
+    assert broken == 0, f"{broken} figures did not load as images"
+    assert not page.errors, f"JavaScript errors in the page: {page.errors[:3]}"
+
+
+def test_the_quantization_explorer_answers_within_a_second(page, jupyterlab):
+    explorer = notebook(page).locator(".widget-vbox").filter(has=page.locator(".widget-slider")).first
+    explorer.scroll_into_view_if_needed()
+    explorer.locator(".widget-output img").first.wait_for(timeout=30_000)
+    metrics = explorer.locator(".widget-html").first
+
+    def state():
+        return metrics.inner_text(), explorer.locator(".widget-output img").first.get_attribute("src")
+
+    def interact(action, label: str):
+        before = state()
+        start = time.monotonic()
+        action()
+        while time.monotonic() - start < 10:
+            now = state()
+            if now[0] != before[0] and now[1] != before[1]:
+                elapsed = time.monotonic() - start
+                shot(page, label)
+                assert elapsed <= RESPONSE_S, f"{label}: the explorer took {elapsed:.2f} s to redraw"
+                assert re.search(r"SQNR", now[0]), now[0]
+                return now
+            time.sleep(0.02)
+        shot(page, label)
+        raise AssertionError(f"{label}: the plot or the printed SQNR did not change ({before[0]!r} -> {state()[0]!r})")
+
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    bits_before = handle.get_attribute("aria-valuenow")
+    interact(lambda: (handle.focus(), handle.press("ArrowLeft")), "2-explorer-bits")
+    assert handle.get_attribute("aria-valuenow") != bits_before, "the bits slider did not move"
+    granularity = explorer.locator(".widget-dropdown select").nth(1)
+    interact(lambda: granularity.select_option(label="per channel"), "3-explorer-granularity")
+    assert not page.errors, f"JavaScript errors in the page: {page.errors[:3]}"
+
+
+def test_a_training_run_shows_one_updating_progress_bar(page, jupyterlab):
+    name = "04_quantization_aware_training.ipynb"
+    open_chapter(page, jupyterlab, name)
+    run_all(page)
+    sweep = notebook(page).locator(".jp-CodeCell").filter(has_text="for lr in LEARNING_RATES").first
+    deadline = time.monotonic() + RUN_ALL_TIMEOUT_S
+    while not re.search(r"\[\d+\]", sweep.locator(".jp-InputPrompt").inner_text()):
+        assert not error_outputs(page), "a cell failed: " + error_outputs(page)[0][:500]
+        assert time.monotonic() < deadline, "the learning-rate sweep did not finish"
+        time.sleep(0.5)
+    sweep.scroll_into_view_if_needed()
+    shot(page, "4-progress-bars")
+    bars = sweep.locator(".jp-OutputArea-output .widget-hprogress, .jp-OutputArea-output .widget-progress")
+    runs = sweep.locator(".jp-OutputArea-output").all_inner_texts()
+    finished = [t for t in runs if re.search(r"validation accuracy", t)]
+    assert bars.count() >= 1 and bars.count() == len(finished), f"{bars.count()} progress widgets for {len(finished)} training runs"
+    labels = sweep.locator(".jp-OutputArea-output .widget-hbox").all_inner_texts()
+    done = [t for t in labels if (m := re.search(r"(\d+)/(\d+)", t)) and m.group(1) == m.group(2)]
+    assert len(done) == bars.count(), f"progress bars that did not reach their end: {labels}"
+    text_bars = [t for t in runs if re.search(r"\d+%\|", t)]
+    assert not text_bars, f"a progress bar printed as text: {text_bars[0][:200]}"

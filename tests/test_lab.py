@@ -1,0 +1,45 @@
+"""`make lab`'s settings and command line (the browser test checks what they give a student)."""
+
+import json
+
+import pytest
+
+from toolkit import lab
+
+
+def test_overrides_turn_off_news_and_update_checks_and_keep_other_settings(tmp_path):
+    path = lab.overrides_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+                                "@jupyterlab/apputils-extension:notification": {"doNotDisturbMode": True}}))
+    assert lab.install_overrides(tmp_path) == path
+    settings = json.loads(path.read_text())
+    assert settings["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}
+    assert settings["@jupyterlab/apputils-extension:notification"] == {"doNotDisturbMode": True, "fetchNews": "false", "checkForUpdates": False}
+    lab.install_overrides(tmp_path)  # idempotent
+    assert json.loads(path.read_text()) == settings
+    assert not list(path.parent.glob(".*tmp*")), "written atomically, nothing left behind"
+
+
+def test_a_broken_overrides_file_is_named(tmp_path):
+    path = lab.overrides_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="overrides.json"):
+        lab.install_overrides(tmp_path)
+
+
+def test_the_command_serves_the_chapters_and_refuses_a_missing_folder(tmp_path):
+    args = lab.command(port=8899, token="abc", open_browser=False)
+    assert args[1:4] == ["-m", "jupyter", "lab"] and f"--ServerApp.root_dir={lab.NOTEBOOKS}" in args
+    assert "--ServerApp.port=8899" in args and "--IdentityProvider.token=abc" in args and "--no-browser" in args
+    assert "--no-browser" not in lab.command()
+    with pytest.raises(FileNotFoundError, match="root"):
+        lab.command(tmp_path / "nothing")
+
+
+def test_every_chapter_names_the_kernel_make_install_registers():
+    import nbformat
+
+    for path in sorted(lab.NOTEBOOKS.glob("*.ipynb")):
+        assert nbformat.read(path, as_version=4).metadata["kernelspec"]["name"] == lab.KERNEL, path.name
