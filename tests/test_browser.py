@@ -152,20 +152,38 @@ def page(browser, jupyterlab):
         context.close()
 
 
-def open_chapter(page, jupyterlab, name: str) -> None:
+def kernel_state(jupyterlab, name: str) -> str | None:
+    """The execution state of the kernel of the session that has ``name`` open (None: no session yet)."""
     base, token = jupyterlab
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
-    # the chapter's kernel starts by itself: it is preselected, no dialog asks for one
-    page.wait_for_function("""() => [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName')]
-                               .some(e => e.textContent.includes('workbook'))""", timeout=60_000)
-    assert page.locator(".jp-Dialog").count() == 0, "a dialog is in the way: " + page.locator(".jp-Dialog").inner_text()
+    sessions = json.loads(urllib.request.urlopen(f"{base}/api/sessions?token={token}", timeout=5).read())
+    return next((s["kernel"]["execution_state"] for s in sessions if s["path"].endswith(name) and s.get("kernel")), None)
+
+
+def open_chapter(page, jupyterlab, name: str) -> None:
+    """Open one chapter in a fresh workspace (``reset``), and wait until its own kernel is idle."""
+    base, token = jupyterlab
+    page.goto(f"{base}/lab/tree/{name}?token={token}&reset")
+    page.locator(".jp-mod-current .lm-TabBar-tabLabel", has_text=name.removesuffix(".ipynb")[:12]).first.wait_for(timeout=60_000)
+    notebook(page).locator(".jp-Cell").first.wait_for(timeout=60_000)
+    deadline = time.monotonic() + 60
+    while kernel_state(jupyterlab, name) != "idle":
+        assert time.monotonic() < deadline, f"the kernel of {name} did not start (state {kernel_state(jupyterlab, name)})"
+        time.sleep(0.3)
+    # the chapter's kernel started by itself: it is preselected, and no dialog asked for one
+    kernel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName").first.inner_text()
+    assert "workbook" in kernel, f"the notebook runs on {kernel!r}, not the workbook's kernel"
+    assert page.locator(".jp-Dialog").count() == 0, "a dialog is in the way: " + page.locator(".jp-Dialog").first.inner_text()
 
 
 def run_all(page) -> None:
-    """What a student does: the Run menu, then Run All Cells."""
+    """What a student does: the Run menu, then Run All Cells; the first code cell must start."""
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    first = notebook(page).locator(".jp-CodeCell .jp-InputPrompt").first
+    deadline = time.monotonic() + 20
+    while not re.search(r"\[(\*|\d+)\]", first.inner_text()):
+        assert time.monotonic() < deadline, "Run All Cells did not start the notebook's first code cell"
+        time.sleep(0.2)
 
 
 def notebook(page):
@@ -211,8 +229,10 @@ def test_chapter_2_runs_in_the_browser_without_errors_and_shows_its_figures(page
     import nbformat
 
     figures = sum(c.source.count("plt.show()") for c in nbformat.read(ROOT / "notebooks" / name, as_version=4).cells if c.cell_type == "code")
-    images = notebook(page).locator(".jp-OutputArea-output .jp-RenderedImage img")
-    assert images.count() >= figures > 0, f"{images.count()} images rendered for {figures} figures"
+    images = notebook(page).locator('.jp-OutputArea-output[data-mime-type^="image/"] img')
+    kinds = notebook(page).locator(".jp-OutputArea-output").evaluate_all(
+        "outs => outs.map(o => o.getAttribute('data-mime-type') || o.className)")
+    assert images.count() >= figures > 0, f"{images.count()} images rendered for {figures} figures; outputs: {kinds}"
     broken = images.evaluate_all("imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length")
     assert broken == 0, f"{broken} figures did not load as images"
     assert not page.errors, f"JavaScript errors in the page: {page.errors[:3]}"
@@ -260,7 +280,9 @@ def test_a_training_run_shows_one_updating_progress_bar(page, jupyterlab):
     deadline = time.monotonic() + RUN_ALL_TIMEOUT_S
     while not re.search(r"\[\d+\]", sweep.locator(".jp-InputPrompt").inner_text()):
         assert not error_outputs(page), "a cell failed: " + error_outputs(page)[0][:500]
-        assert time.monotonic() < deadline, "the learning-rate sweep did not finish"
+        if time.monotonic() > deadline:
+            shot(page, "4-progress-bars-timeout")
+            raise AssertionError(f"the learning-rate sweep did not finish; prompts: {prompts(page)}")
         time.sleep(0.5)
     sweep.scroll_into_view_if_needed()
     shot(page, "4-progress-bars")

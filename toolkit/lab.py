@@ -66,6 +66,8 @@ def command(root: str | os.PathLike = NOTEBOOKS, port: int | None = None, token:
         args.append(f"--IdentityProvider.token={token}")
     if not open_browser:
         args.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--allow-root")  # containers and CI run as root; JupyterLab refuses without this
     return args
 
 
