@@ -89,13 +89,13 @@ def jupyterlab():
     plugin = OUT / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     plugin.parent.mkdir(parents=True)
     plugin.write_text(json.dumps({"windowingMode": "none"}))
-    lab.install_overrides()  # what `make lab` does first: no news or update pop-ups
+    lab.write_overrides(OUT / "app-settings")  # `make lab`'s settings (no news or update pop-ups), in build/
     port, token = free_port(), secrets.token_hex(16)
     env = dict(os.environ, WORKBOOK_SMOKE="1", JUPYTERLAB_SETTINGS_DIR=str(OUT / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(OUT / "workspaces"), JUPYTER_RUNTIME_DIR=str(OUT / "runtime"),
                JUPYTER_DATA_DIR=str(OUT / "data"), JUPYTER_CONFIG_DIR=str(OUT / "config"))
     log = (OUT / "jupyterlab.log").open("w")
-    server = subprocess.Popen(lab.command(served, port=port, token=token, open_browser=False), env=env,
+    server = subprocess.Popen(lab.command(served, port=port, token=token, open_browser=False, app_settings_dir=OUT / "app-settings"), env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -212,6 +212,11 @@ def error_outputs(page) -> list[str]:
     return [t for t in texts if "Traceback" in t or re.search(r"^\w*(Error|Exception)\b", t, re.M)]
 
 
+def popups(page) -> list[str]:
+    """Notifications (news, update checks) and dialogs that would sit in front of the chapter."""
+    return page.locator(".Toastify__toast, .jp-Dialog").all_inner_texts()
+
+
 def shot(page, name: str) -> Path:
     path = OUT / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
@@ -221,7 +226,7 @@ def shot(page, name: str) -> Path:
 def test_chapter_2_runs_in_the_browser_without_errors_and_shows_its_figures(page, jupyterlab):
     name = "02_quantization_fundamentals.ipynb"
     open_chapter(page, jupyterlab, name)
-    assert page.locator(".jp-toast-container .Toastify__toast, .jp-Notification-Toast").count() == 0, "a pop-up is in the way"
+    assert not popups(page), f"a pop-up is in the way: {popups(page)}"
     run_all(page)
     wait_until_all_ran(page)
     shot(page, "1-chapter-2-after-run-all")
@@ -236,6 +241,7 @@ def test_chapter_2_runs_in_the_browser_without_errors_and_shows_its_figures(page
     broken = images.evaluate_all("imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length")
     assert broken == 0, f"{broken} figures did not load as images"
     assert not page.errors, f"JavaScript errors in the page: {page.errors[:3]}"
+    assert not popups(page), f"a pop-up is in the way: {popups(page)}"
 
 
 def test_the_quantization_explorer_answers_within_a_second(page, jupyterlab):

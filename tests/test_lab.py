@@ -34,6 +34,8 @@ def test_the_command_serves_the_chapters_and_refuses_a_missing_folder(tmp_path):
     assert args[1:4] == ["-m", "jupyter", "lab"] and f"--ServerApp.root_dir={lab.NOTEBOOKS}" in args
     assert "--ServerApp.port=8899" in args and "--IdentityProvider.token=abc" in args and "--no-browser" in args
     assert "--no-browser" not in lab.command()
+    assert f"--LabApp.app_settings_dir={tmp_path}" in lab.command(app_settings_dir=tmp_path)
+    assert lab.write_overrides(tmp_path / "settings") == tmp_path / "settings" / "overrides.json"
     with pytest.raises(FileNotFoundError, match="root"):
         lab.command(tmp_path / "nothing")
 

@@ -38,9 +38,9 @@ def overrides_file(prefix: str | os.PathLike = sys.prefix) -> Path:
     return Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
 
 
-def install_overrides(prefix: str | os.PathLike = sys.prefix) -> Path:
-    """Merge ``SETTINGS`` into the environment's overrides.json (written atomically); return its path."""
-    path = overrides_file(prefix)
+def write_overrides(folder: str | os.PathLike) -> Path:
+    """Merge ``SETTINGS`` into ``folder/overrides.json`` (written atomically); return its path."""
+    path = Path(folder) / "overrides.json"
     current = json.loads(path.read_text()) if path.is_file() else {}
     if not isinstance(current, dict):
         raise ValueError(f"{path} does not hold a JSON object; fix or remove it")
@@ -53,9 +53,18 @@ def install_overrides(prefix: str | os.PathLike = sys.prefix) -> Path:
     return path
 
 
+def install_overrides(prefix: str | os.PathLike = sys.prefix) -> Path:
+    """``write_overrides`` into the environment's settings folder, where JupyterLab reads them."""
+    return write_overrides(overrides_file(prefix).parent)
+
+
 def command(root: str | os.PathLike = NOTEBOOKS, port: int | None = None, token: str | None = None,
-            open_browser: bool = True) -> list[str]:
-    """The JupyterLab command line: serve ``root``, optionally on a fixed port with a fixed token."""
+            open_browser: bool = True, app_settings_dir: str | os.PathLike | None = None) -> list[str]:
+    """The JupyterLab command line: serve ``root``, optionally on a fixed port with a fixed token.
+
+    ``app_settings_dir``: read the site-wide setting defaults (``overrides.json``) from this folder
+    instead of the environment's (the browser test's own copy of ``make lab``'s settings).
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"root {root} is not a folder of notebooks")
@@ -66,6 +75,8 @@ def command(root: str | os.PathLike = NOTEBOOKS, port: int | None = None, token:
         args.append(f"--IdentityProvider.token={token}")
     if not open_browser:
         args.append("--no-browser")
+    if app_settings_dir is not None:
+        args.append(f"--LabApp.app_settings_dir={app_settings_dir}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--allow-root")  # containers and CI run as root; JupyterLab refuses without this
     return args
