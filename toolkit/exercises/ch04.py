@@ -205,7 +205,7 @@ register(
         explanations={
             'a': "Chapter 1's fine-tune is not tracked step by step; this chapter tracks the W2 QAT run (section 8).",
             'b': "The sweep's x-axis would be the learning rate, and each run reports one validation accuracy at its end.",
-            'c': 'Right: section 8 tracks the W2 per-channel run four times an epoch; the first quarter recovers most of the loss, the last points are slow.',
+            'c': 'Right: section 8 tracks the W2 per-channel run four times an epoch; a curve of this shape says that most of the recovery comes early and the last points come slowly.',
             'd': 'The frozen-observer runs report one accuracy each, and the W2 runs quantize no activations.',
         },
     )

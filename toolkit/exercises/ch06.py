@@ -202,7 +202,7 @@ register(
             'a': "The curves are compared in section 4's chart and table, not as correlations.",
             'b': 'Which layers global pruning empties is the per-layer heatmap of section 4, with one row per block.',
             'c': "Accuracies per sparsity are section 4's table; a 4 × 4 grid with 1.00 on the diagonal compares criteria with each other.",
-            'd': 'Right: the overlap of section 2. Two random 50% masks share half their kept weights (0.5), a criterion with itself all of them (1.00); magnitude and activation agree most.',
+            'd': 'Right: the overlap of section 2. Two random 50% masks share half their kept weights (0.5), a criterion with itself all of them (1.00).',
         },
     )
 )
