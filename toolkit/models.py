@@ -111,7 +111,6 @@ def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return copy.deepcopy(model).to(dtype)
 
 
-
 # ----------------------------------------------------------------------------- float files
 def save_float(model: torch.nn.Module, path: str | os.PathLike) -> int:
     """Write ``model``'s tensors, each in the dtype it has, to a safetensors file; return the file's bytes.
