@@ -195,12 +195,47 @@ def batches(
     max_length: int = 64,
     shuffle: bool = False,
     seed: int = 0,
+    bucket_lengths: Sequence[int] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield tokenised batches; each is padded only to its own longest sentence."""
+    """Yield tokenised batches; each is padded only to its own longest sentence (dynamic padding).
+
+    ``bucket_lengths`` (token counts, one per example) groups sentences of similar length: see
+    ``length_bucketed_order``. Without it the batches follow the (shuffled) order of ``examples``."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    order = list(range(len(examples)))
-    if shuffle:
-        random.Random(seed).shuffle(order)
-    for start in range(0, len(order), batch_size):
-        yield encode(tokenizer, [examples[i] for i in order[start : start + batch_size]], max_length)
+    if bucket_lengths is not None:
+        groups = length_bucketed_order(bucket_lengths, batch_size, seed=seed if shuffle else None)
+    else:
+        order = list(range(len(examples)))
+        if shuffle:
+            random.Random(seed).shuffle(order)
+        groups = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    for group in groups:
+        yield encode(tokenizer, [examples[i] for i in group], max_length)
+
+
+def length_bucketed_order(lengths: Sequence[int], batch_size: int, seed: int | None = 0, pool: int = 16) -> list[list[int]]:
+    """Batches of indices whose sentences have similar lengths, so that padding costs little.
+
+    The examples are shuffled (``seed``; ``None`` keeps their order), cut into pools of ``pool``
+    batches, each pool sorted by length and cut into batches, and the batches shuffled again: every
+    batch is still a random draw from the data, but a batch of 8-token sentences no longer pads to
+    the 60 tokens of its longest one (the "bucket iterator" of torchtext and fairseq). Every index
+    appears exactly once; as without buckets, only the last batch may be smaller."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+        raise ValueError(f"pool must be a positive integer (batches sorted together); got {pool!r}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    if seed is not None:
+        rng.shuffle(order)
+    groups: list[list[int]] = []
+    for start in range(0, len(order), batch_size * pool):
+        chunk = sorted(order[start : start + batch_size * pool], key=lambda i: lengths[i])
+        groups += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if seed is not None:
+        last = groups.pop() if len(order) % batch_size else None  # the short batch stays last, as in batches()
+        rng.shuffle(groups)
+        groups += [last] if last else []
+    return groups

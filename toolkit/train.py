@@ -18,7 +18,30 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from toolkit.data import Example, batches
-from toolkit.measure import accuracy
+from toolkit.measure import accuracy, hardware
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+BF16_FEATURES = ("amx_bf16", "avx512_bf16")  # CPU features with native bf16 matrix products
+
+
+def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.dtype | None:
+    """The dtype ``torch.autocast`` trains in for ``precision``, or None for plain fp32.
+
+    "auto" picks bf16 only where the hardware multiplies bf16 natively (a CPU with AMX or
+    AVX512-BF16, a CUDA GPU that supports it); elsewhere bf16 is emulated and slower than fp32.
+    Autocast runs matrix products in bf16 and keeps the weights, the optimizer state and the
+    reductions (softmax, LayerNorm, losses) in fp32 (mixed precision, Micikevicius et al. 2018)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if set(BF16_FEATURES) & set(hardware().features) else None
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,8 @@ class FineTuneConfig:
     weight_decay: float = 0.01
     seed: int = 0
     train_limit: int | None = None  # use only the first N training examples (smoke runs)
+    length_buckets: bool = False  # batches of sentences of similar length (data.length_bucketed_order)
+    precision: str = "fp32"  # "fp32", "bf16" or "auto" (bf16 autocast where the CPU has AVX512-BF16 or AMX)
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -45,12 +70,81 @@ class FineTuneConfig:
             raise ValueError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction!r}")
         if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
             raise ValueError(f"train_limit must be None or a positive integer; got {self.train_limit!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_weight: float = 0.5,
+TEACHER_SIGNALS = ("logits", "hidden_states")
+
+
+class TeacherOutputs:
+    """A teacher's outputs per sentence, computed once and kept in memory.
+
+    The teacher runs in eval mode (no dropout), so its output for a sentence never changes: a
+    distillation run that sees each sentence for several epochs needs its forward pass only once
+    per sentence, not once per step. A sentence is keyed by its token ids; a batch's rows not seen
+    before go through the teacher together (fp32, no gradients), the others are read back.
+    ``signals`` names what is kept: "logits" (batch, labels) and, for hidden-state distillation,
+    "hidden_states" ((blocks + 1) tensors of (seq, d) per sentence: 7 x 384 floats per token for
+    MiniLM, about 200 kB per sentence). The teacher itself is never changed.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, signals: Sequence[str] = ("logits",)):
+        signals = tuple(signals)
+        unknown = [name for name in signals if name not in TEACHER_SIGNALS]
+        if unknown or "logits" not in signals:
+            raise ValueError(f"signals must include 'logits' and be among {', '.join(TEACHER_SIGNALS)}; got {signals!r}")
+        self.teacher, self.signals = teacher, signals
+        self._store: dict[tuple[int, ...], tuple] = {}
+        self.forwards = 0  # sentences the teacher has run on (cache misses)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @staticmethod
+    def _keys(batch: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
+        lengths = batch["attention_mask"].sum(dim=1).tolist()  # (batch,) real tokens per row
+        return [tuple(row[:n]) for row, n in zip(batch["input_ids"].tolist(), lengths)]
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The teacher's logits (batch, labels) and, if kept, hidden states (blocks + 1) x (batch, seq, d), padded as ``batch``."""
+        keys = self._keys(batch)
+        missing = sorted({i for i, key in enumerate(keys) if key not in self._store})
+        if missing:
+            hidden = "hidden_states" in self.signals
+            rows = {k: v[missing] for k, v in batch.items() if k != "labels"}
+            width = int(rows["attention_mask"].sum(dim=1).max())
+            rows = {k: v[:, :width] for k, v in rows.items()}  # re-padded to the longest missing row
+            was_training = self.teacher.training
+            self.teacher.eval()
+            try:
+                out = self.teacher(**rows, output_hidden_states=hidden)
+            finally:
+                self.teacher.train(was_training)
+            for j, i in enumerate(missing):
+                n = len(keys[i])
+                states = tuple(h[j, :n].float().clone() for h in out.hidden_states) if hidden else None
+                self._store[keys[i]] = (out.logits[j].float().clone(), states)
+            self.forwards += len(missing)
+        entries = [self._store[key] for key in keys]
+        logits = torch.stack([entry[0] for entry in entries]).to(batch["input_ids"].device)  # (batch, labels)
+        if "hidden_states" not in self.signals:
+            return logits, None
+        seq = batch["input_ids"].shape[1]
+        states = []
+        for block in range(len(entries[0][1])):
+            padded = torch.zeros(len(entries), seq, entries[0][1][block].shape[-1])  # (batch, seq, d); padding masked out later
+            for row, entry in enumerate(entries):
+                padded[row, : entry[1][block].shape[0]] = entry[1][block]
+            states.append(padded.to(batch["input_ids"].device))
+        return logits, tuple(states)
+
+
+def distillation_loss(teacher: torch.nn.Module | TeacherOutputs, temperature: float = 2.0, ce_weight: float = 0.5,
                       hidden_weight: float = 0.0) -> Callable:
     """A loss for ``fine_tune_(..., loss_fn=...)`` that lets ``teacher`` guide the model (Hinton et al. 2015):
 
@@ -58,13 +152,16 @@ def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_wei
 
     z_t, z_s are the teacher's and the student's logits. The temperature T > 1 softens both
     distributions, so the student also learns how the teacher ranks the wrong classes; T²
-    keeps the KL term's gradients on the scale of the cross-entropy's. With ``hidden_weight``
-    > 0 the student also matches the teacher's hidden state after every block (TinyBERT,
+    keeps the KL term's gradients on the scale of the cross-entropy's. ``ce_weight=0`` is the
+    published pruning recipes' "hardness 1": the teacher's soft labels only, which is what lets
+    the teacher label text that has no label (augmented sentences). With ``hidden_weight`` > 0
+    the student also matches the teacher's hidden state after every block (TinyBERT,
     TernaryBERT), which needs both to have the same width and depth:
 
         MSE_h = mean over blocks k of  Σ_real tokens ||h_s,k - h_t,k||² / (tokens · d)
 
-    The teacher runs in eval mode without gradients and is never changed.
+    ``teacher`` is a model or a ``TeacherOutputs`` (share one between runs with the same teacher:
+    its outputs are then computed once for all of them). The teacher is never changed.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive; got {temperature!r}")
@@ -73,22 +170,28 @@ def distillation_loss(teacher: torch.nn.Module, temperature: float = 2.0, ce_wei
     if not hidden_weight >= 0:
         raise ValueError(f"hidden_weight must be zero or positive; got {hidden_weight!r}")
     hidden = hidden_weight > 0
+    if not isinstance(teacher, TeacherOutputs):
+        teacher = TeacherOutputs(teacher, ("logits", "hidden_states") if hidden else ("logits",))
+    elif hidden and "hidden_states" not in teacher.signals:
+        raise ValueError("hidden_weight > 0 needs TeacherOutputs(teacher, signals=('logits', 'hidden_states'))")
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         extra = {"output_hidden_states": True} if hidden else {}
-        out = model(**batch, **extra)
-        was_training = teacher.training
-        teacher.eval()  # no dropout in the teacher; its mode is restored right after
-        with torch.no_grad():
-            target = teacher(**{k: v for k, v in batch.items() if k != "labels"}, **extra)  # logits: (batch, labels)
-        teacher.train(was_training)
-        kl = F.kl_div(F.log_softmax(out.logits / temperature, dim=-1), F.log_softmax(target.logits / temperature, dim=-1),
+        if ce_weight > 0:
+            out = model(**batch, **extra)
+        else:  # no labels: no cross-entropy is computed
+            out = model(**{k: v for k, v in batch.items() if k != "labels"}, **extra)
+        target_logits, target_hidden = teacher(batch)  # (batch, labels), cached
+        kl = F.kl_div(F.log_softmax(out.logits.float() / temperature, dim=-1), F.log_softmax(target_logits / temperature, dim=-1),
                       log_target=True, reduction="batchmean")
-        loss = temperature**2 * kl + ce_weight * out.loss
+        loss = temperature**2 * kl
+        if ce_weight > 0:
+            loss = loss + ce_weight * out.loss
         if hidden:
-            loss = loss + hidden_weight * hidden_state_mse(out.hidden_states, target.hidden_states, batch["attention_mask"])
+            loss = loss + hidden_weight * hidden_state_mse(out.hidden_states, target_hidden, batch["attention_mask"])
         return loss
 
+    loss_fn.teacher_outputs = teacher
     return loss_fn
 
 
@@ -100,8 +203,8 @@ def hidden_state_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Te
     if len(student) != len(teacher) or student[-1].shape != teacher[-1].shape:
         raise ValueError(f"hidden-state distillation needs a student of the teacher's depth and width; got {len(student)} "
                          f"states of {tuple(student[-1].shape)} vs {len(teacher)} of {tuple(teacher[-1].shape)}")
-    mask = attention_mask.unsqueeze(-1).to(student[-1].dtype)  # (batch, seq, 1)
-    per_block = [((s - t).pow(2) * mask).sum() / (mask.sum() * s.shape[-1]) for s, t in zip(student[1:], teacher[1:])]
+    mask = attention_mask.unsqueeze(-1).float()  # (batch, seq, 1)
+    per_block = [((s.float() - t.float()).pow(2) * mask).sum() / (mask.sum() * s.shape[-1]) for s, t in zip(student[1:], teacher[1:])]
     return torch.stack(per_block).mean()
 
 
@@ -111,6 +214,11 @@ class EpochLog:
     mean_loss: float
     validation_accuracy: float | None
     seconds: float
+    steps: int = 0  # optimizer steps in the epoch
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else float("nan")
 
 
 def fine_tune_(
@@ -123,6 +231,7 @@ def fine_tune_(
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
+    lr_factor: Callable[[int], float] | None = None,
 ) -> list[EpochLog]:
     """Fine-tune ``model`` in place (hence the trailing ``_``); return one log per epoch.
 
@@ -132,7 +241,13 @@ def fine_tune_(
     cross-entropy (e.g. ``distillation_loss(teacher)``).
 
     Per step: loss = cross_entropy(model(x).logits, y); w <- AdamW(w, dL/dw, lr_t), where
-    lr_t rises linearly over the warm-up steps and then falls linearly to zero.
+    lr_t rises linearly over the warm-up steps and then falls linearly to zero, or, with
+    ``lr_factor``, lr_t = learning_rate · lr_factor(t) for the step after t completed steps
+    (a pruning recipe's re-warmed schedule, ``PruningSchedule.lr_factor``).
+
+    ``config.length_buckets`` batches sentences of similar length (less padding);
+    ``config.precision`` runs the forward pass under bf16 autocast where that pays
+    (``autocast_dtype``). Both change which floating-point operations run, not the recipe.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     examples = list(train[: config.train_limit] if config.train_limit else train)
@@ -141,12 +256,20 @@ def fine_tune_(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(examples) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    if lr_factor is None:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_fraction * total_steps), total_steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    lengths = None
+    if config.length_buckets:
+        lengths = [len(ids) for ids in tokenizer([e.text for e in examples], truncation=True, max_length=config.max_length)["input_ids"]]
+    dtype = autocast_dtype(config.precision, device)
     logs = []
     for epoch in range(1, config.epochs + 1):
         start, losses = time.perf_counter(), []
         bar = tqdm(
-            batches(tokenizer, examples, config.batch_size, config.max_length, shuffle=True, seed=config.seed + epoch),
+            batches(tokenizer, examples, config.batch_size, config.max_length, shuffle=True, seed=config.seed + epoch,
+                    bucket_lengths=lengths),
             total=steps_per_epoch,
             desc=f"epoch {epoch}/{config.epochs}",
             disable=not progress,
@@ -154,7 +277,8 @@ def fine_tune_(
         )
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss  # default: cross-entropy
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss  # default: cross-entropy
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -164,9 +288,10 @@ def fine_tune_(
                 on_step(len(losses) + (epoch - 1) * steps_per_epoch)
                 model.train()
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        seconds = time.perf_counter() - start
         val_acc = accuracy(model, tokenizer, validation) if validation else None
         model.train()
-        logs.append(EpochLog(epoch, sum(losses) / len(losses), val_acc, time.perf_counter() - start))
+        logs.append(EpochLog(epoch, sum(losses) / len(losses), val_acc, seconds, len(losses)))
         if progress:
             shown = f", validation accuracy {val_acc:.1%}" if val_acc is not None else ""
             print(f"epoch {epoch}: mean loss {logs[-1].mean_loss:.4f}{shown} ({logs[-1].seconds:.0f} s)")

@@ -6,9 +6,14 @@ steps, the learning rate and the loss are the same, so a comparison between them
 
     one-shot:   s_t = s_f for every t: prune once, then train the survivors for all T steps
     iterative:  k rounds of T/k steps; round r (r = 1..k) starts by pruning to 1 - (1 - s_f)^(r/k)
-    gradual:    the cubic schedule of Zhu & Gupta (2017), pruning every Δt steps from step t0 during
-                ``pruning_fraction`` of T, then training at s_f:
-                s_t = s_f · (1 - (1 - (t - t0) / (n Δt))³)   for t0 ≤ t ≤ t0 + n Δt
+    gradual:    the cubic schedule of Zhu & Gupta (2017): dense training until step t0, a first cut to s_i
+                at t0 (oBERT and GMP* cut 30-70% at once), then a cut every Δt steps during
+                ``pruning_fraction`` of T, then a hold phase of training at s_f:
+                s_t = s_f + (s_i - s_f) · (1 - k/n)³,  k = min(n, ⌊(t - t0) / Δt⌋),  for t ≥ t0
+
+The published recipes also **re-warm the learning rate** after every cut (GMP*, oBERT's
+"cyclic linear" schedule): the rate jumps back to its peak and decays linearly until the next cut,
+so the survivors get a full-strength recovery phase each time (``PruningSchedule.lr_factor``).
 
 Masks are ``torch.nn.utils.prune`` buffers (``apply.apply_masks_``): the layer trains
 ``weight_orig`` and multiplies by ``weight_mask`` in a forward pre-hook, so a removed weight gets
@@ -19,6 +24,7 @@ lose weights and the sparsity follows the schedule exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -42,7 +48,8 @@ class PruningSchedule:
 
     ``steps`` is the number of training steps T; ``rounds`` the k of iterative pruning;
     ``pruning_fraction`` the share of T over which gradual pruning raises the sparsity, every
-    ``frequency`` steps."""
+    ``frequency`` steps (Δt); ``initial`` the sparsity s_i of gradual pruning's first cut, at t0.
+    What is left of T after t0 + n Δt is the hold phase, trained at s_f."""
 
     method: str
     final: float
@@ -51,11 +58,16 @@ class PruningSchedule:
     pruning_fraction: float = 0.75
     frequency: int = 2
     start_fraction: float = 0.0  # gradual: t0 = start_fraction · T, training before any pruning (movement scores need it)
+    initial: float = 0.0  # gradual: s_i, the sparsity of the first cut at t0
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}; got {self.method!r}")
-        check_sparsity(self.final)
+        for name in ("final", "initial"):
+            try:
+                check_sparsity(getattr(self, name))
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
         for name in ("steps", "rounds", "frequency"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -67,6 +79,8 @@ class PruningSchedule:
         if not 0 <= self.start_fraction < 1 or self.start_fraction + self.pruning_fraction > 1:
             raise ValueError(f"start_fraction must be in [0, 1) with start_fraction + pruning_fraction <= 1; "
                              f"got {self.start_fraction!r} + {self.pruning_fraction!r}")
+        if self.initial > self.final:
+            raise ValueError(f"initial must not exceed final; got initial {self.initial!r} > final {self.final!r}")
 
     @property
     def start(self) -> int:
@@ -92,7 +106,35 @@ class PruningSchedule:
         if self.method == "iterative":
             reached = sum(start <= step for start in self.round_starts())  # rounds that have pruned by now
             return iterative_sparsities(final, self.rounds)[reached - 1]
-        return cubic_sparsity(step, final, start=self.start, steps=self.pruning_steps, frequency=self.frequency)
+        if step < self.start:
+            return 0.0  # dense training before t0
+        initial = self.initial * final / self.final if self.final > 0 else 0.0  # a layer's own s_f scales its first cut
+        return cubic_sparsity(step, final, initial=initial, start=self.start, steps=self.pruning_steps, frequency=self.frequency)
+
+    def cuts(self) -> list[int]:
+        """The steps after which the masks change (0 is before the first training step)."""
+        return list(self._cuts)
+
+    @functools.cached_property
+    def _cuts(self) -> tuple[int, ...]:
+        values = [self.at(t) for t in range(self.steps + 1)]
+        return tuple(t for t in range(self.steps + 1) if (values[t] > 0 if t == 0 else values[t] != values[t - 1]))
+
+    def lr_factor(self, step: int, floor: float = 0.1) -> float:
+        """Learning-rate multiplier for the optimizer step taken after ``step`` completed steps, re-warmed at every cut.
+
+        Between a cut at step c and the next change point c' (the next cut, or T), the rate decays linearly
+        from the peak to ``floor`` · peak: factor = 1 - (1 - floor) · (step - c) / (c' - c). Before the first
+        cut (dense training before t0) the same decay runs from step 0 to t0. Pass it as
+        ``fine_tune_(..., lr_factor=schedule.lr_factor)`` (oBERT decays 5e-5 -> 5e-6, floor 0.1)."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be a non-negative integer; got {step!r}")
+        if not 0 <= floor <= 1:
+            raise ValueError(f"floor must be in [0, 1]; got {floor!r}")
+        points = sorted({0, *self._cuts, self.steps})  # change points; the last is T
+        begin = max(p for p in points[:-1] if p <= step)
+        end = min(p for p in points if p > begin)
+        return max(floor, 1 - (1 - floor) * (step - begin) / (end - begin))
 
 
 @dataclass

@@ -4,7 +4,9 @@
 Δt training steps each, starting at step t0, fast at first and slowly at the end, when every
 removed weight costs more:
 
-    s_t = s_f + (s_i - s_f) · (1 - (t - t0) / (n Δt))³      for t0 ≤ t ≤ t0 + n Δt
+    s_t = s_f + (s_i - s_f) · (1 - (t - t0) / (n Δt))³      for t ∈ {t0, t0 + Δt, ..., t0 + n Δt}
+
+and holds each value for the Δt steps until the next pruning step.
 
 **Iterative pruning** removes the same share of the *remaining* weights in each of k rounds, so
 that after k rounds the sparsity is s_f: round r ends at 1 - (1 - s_f)^(r / k).
@@ -25,7 +27,13 @@ from toolkit.prune.masks import check_sparsity
 
 def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0, steps: int = 1, frequency: int = 1) -> float:
     """Target sparsity at training ``step`` on Zhu & Gupta's cubic schedule: ``initial`` until ``start``, ``final``
-    from ``start + steps * frequency`` on (``steps`` pruning steps every ``frequency`` training steps)."""
+    from ``start + steps * frequency`` on (``steps`` pruning steps every ``frequency`` training steps).
+
+    The sparsity changes only at the pruning steps t0 + kΔt (k = 1..n) and stays constant for the Δt - 1
+    training steps after each, which recover from the cut (Zhu & Gupta's Δt):
+
+        s_t = s_f + (s_i - s_f) · (1 - k/n)³,   k = min(n, ⌊(t - t0) / Δt⌋)
+    """
     check_sparsity(final)
     check_sparsity(initial)
     if initial > final:
@@ -35,8 +43,8 @@ def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0
             raise ValueError(f"{name} must be a {'non-negative' if name == 'start' else 'positive'} integer; got {value!r}")
     if step <= start:
         return initial
-    progress = min(1.0, (step - start) / (steps * frequency))
-    return final + (initial - final) * (1 - progress) ** 3
+    pruned = min(steps, (step - start) // frequency)  # k: pruning steps taken by now
+    return final + (initial - final) * (1 - pruned / steps) ** 3
 
 
 def iterative_sparsities(final: float, rounds: int) -> list[float]:
