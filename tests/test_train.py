@@ -166,3 +166,69 @@ def test_pruning_schedules_refuse_bad_input():
         gradual.PruningSchedule("gradual", 0.5, 10, initial=0.7)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         gradual.PruningSchedule("gradual", 0.5, -4)
+
+
+# ----------------------------------------------------------------------------- learned movement scores
+def test_movement_scores_get_the_straight_through_gradient_and_let_a_pruned_weight_return():
+    from toolkit.prune import movement
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -0.4, 0.3, -0.2], [0.1, -0.6, 0.05, 0.7]]))
+    masks = movement.attach_scores_(layer_holder := torch.nn.Sequential(layer), ["0"])
+    movement.set_sparsity_(masks, 0.5)
+    first = movement.current_masks(masks)["0"]
+    assert int(first.sum()) == 4 and first[1, 2] == 0, "equal scores: ties broken by |W|, so 0.05 is out"
+    # ∂L/∂S = ∂L/∂W' ⊙ W with W' = W ⊙ M: a loss that pulls W'[1, 2] = 0.05 away from zero (positive direction)
+    x = torch.eye(4)
+    target = torch.zeros(4, 2)
+    target[2, 1] = 5.0
+    scores = masks["0"].scores
+    loss = ((layer_holder(x) - target) ** 2).sum()
+    loss.backward()
+    w = layer.parametrizations.weight.original.detach()
+    effective_grad = 2 * (x @ (w * first).T - target).T @ x  # ∂L/∂W' (out, in)
+    torch.testing.assert_close(scores.grad, effective_grad * w)
+    assert layer.parametrizations.weight.original.grad[1, 2] == 0, "a pruned weight gets no gradient while masked"
+    optimizer = torch.optim.SGD([scores], lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        ((layer_holder(x) - target) ** 2).sum().backward()
+        optimizer.step()
+    assert movement.current_masks(masks)["0"][1, 2] == 1, "the pruned weight came back"
+    assert int(movement.current_masks(masks)["0"].sum()) == 4, "the sparsity stays at the target"
+    movement.remove_scores_(layer_holder, ["0"])
+    assert not hasattr(layer, "parametrizations") and int((layer.weight == 0).sum()) == 4
+    with pytest.raises(ValueError, match=r"sparsity must be a number in \[0, 1\)"):
+        movement.set_sparsity_(movement.attach_scores_(torch.nn.Sequential(torch.nn.Linear(2, 2)), ["0"]), 1.5)
+
+
+def test_learning_rates_make_parameter_groups_and_refuse_unknown_names():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+    groups = train.parameter_groups(model, 1e-4, {"bias": 1e-2})
+    assert [g["lr"] for g in groups] == [1e-4, 1e-2] and len(groups[1]["params"]) == 2 and len(groups[0]["params"]) == 2
+    with pytest.raises(ValueError, match="learning_rates names parameters the model does not train: \\['scores'\\]"):
+        train.parameter_groups(model, 1e-4, {"scores": 1e-2})
+    with pytest.raises(ValueError, match="must be a positive number"):
+        train.parameter_groups(model, 1e-4, {"bias": 0})
+
+
+def test_movement_pruning_during_training_reaches_the_target_and_leaves_plain_weights(tokenizer, splits):
+    classifier = models.sentiment_classifier(smoke=True, progress=False)
+    names = ["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.attention.self.query"]
+    model = copy.deepcopy(classifier)
+    plan = gradual.PruningSchedule("gradual", 0.75, 4, pruning_fraction=0.5, frequency=1)
+    log = gradual.prune_during_training_(model, tokenizer, splits.train, plan, FineTuneConfig(epochs=1, batch_size=16, train_limit=64),
+                                         names=names, criterion="movement", progress=False)
+    assert log.steps == [0, 1, 2] and log.sparsity[-1] == pytest.approx(0.75, abs=1e-3)
+    for n in names:
+        weight = model.get_submodule(n).weight
+        assert isinstance(weight, torch.nn.Parameter) and not hasattr(model.get_submodule(n), "parametrizations")
+        assert float((weight == 0).float().mean()) == pytest.approx(0.75, abs=1e-3)
+        assert torch.equal(weight == 0, log.masks[n] == 0)
+    assert not any("scores" in name for name, _ in model.named_parameters())
+    with pytest.raises(ValueError, match="movement pruning keeps the top scores of each layer: it needs scope='local'"):
+        gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, plan,
+                                       FineTuneConfig(epochs=1, batch_size=16, train_limit=64), names=names, criterion="movement",
+                                       scope="global", progress=False)

@@ -87,17 +87,18 @@ class TeacherOutputs:
     distillation run that sees each sentence for several epochs needs its forward pass only once
     per sentence, not once per step. A sentence is keyed by its token ids; a batch's rows not seen
     before go through the teacher together (fp32, no gradients), the others are read back.
-    ``signals`` names what is kept: "logits" (batch, labels) and, for hidden-state distillation,
+    ``keep=False`` forgets every output after use (the teacher then runs on every batch, as
+    without a cache). ``signals`` names what is kept: "logits" (batch, labels) and, for hidden-state distillation,
     "hidden_states" ((blocks + 1) tensors of (seq, d) per sentence: 7 x 384 floats per token for
     MiniLM, about 200 kB per sentence). The teacher itself is never changed.
     """
 
-    def __init__(self, teacher: torch.nn.Module, signals: Sequence[str] = ("logits",)):
+    def __init__(self, teacher: torch.nn.Module, signals: Sequence[str] = ("logits",), keep: bool = True):
         signals = tuple(signals)
         unknown = [name for name in signals if name not in TEACHER_SIGNALS]
         if unknown or "logits" not in signals:
             raise ValueError(f"signals must include 'logits' and be among {', '.join(TEACHER_SIGNALS)}; got {signals!r}")
-        self.teacher, self.signals = teacher, signals
+        self.teacher, self.signals, self.keep = teacher, signals, keep
         self._store: dict[tuple[int, ...], tuple] = {}
         self.forwards = 0  # sentences the teacher has run on (cache misses)
 
@@ -131,6 +132,8 @@ class TeacherOutputs:
                 self._store[keys[i]] = (out.logits[j].float().clone(), states)
             self.forwards += len(missing)
         entries = [self._store[key] for key in keys]
+        if not self.keep:
+            self._store.clear()  # keep=False: the teacher runs on every batch (no cache)
         logits = torch.stack([entry[0] for entry in entries]).to(batch["input_ids"].device)  # (batch, labels)
         if "hidden_states" not in self.signals:
             return logits, None
@@ -145,7 +148,7 @@ class TeacherOutputs:
 
 
 def distillation_loss(teacher: torch.nn.Module | TeacherOutputs, temperature: float = 2.0, ce_weight: float = 0.5,
-                      hidden_weight: float = 0.0) -> Callable:
+                      hidden_weight: float = 0.0, cache: bool = True) -> Callable:
     """A loss for ``fine_tune_(..., loss_fn=...)`` that lets ``teacher`` guide the model (Hinton et al. 2015):
 
         L = T² · KL(softmax(z_t / T) ‖ softmax(z_s / T)) + ce_weight · CE(z_s, y) + hidden_weight · MSE_h
@@ -161,7 +164,8 @@ def distillation_loss(teacher: torch.nn.Module | TeacherOutputs, temperature: fl
         MSE_h = mean over blocks k of  Σ_real tokens ||h_s,k - h_t,k||² / (tokens · d)
 
     ``teacher`` is a model or a ``TeacherOutputs`` (share one between runs with the same teacher:
-    its outputs are then computed once for all of them). The teacher is never changed.
+    its outputs are then computed once for all of them); ``cache=False`` runs a model teacher at every
+    step instead (the slow loop, kept for comparison). The teacher is never changed.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive; got {temperature!r}")
@@ -171,7 +175,7 @@ def distillation_loss(teacher: torch.nn.Module | TeacherOutputs, temperature: fl
         raise ValueError(f"hidden_weight must be zero or positive; got {hidden_weight!r}")
     hidden = hidden_weight > 0
     if not isinstance(teacher, TeacherOutputs):
-        teacher = TeacherOutputs(teacher, ("logits", "hidden_states") if hidden else ("logits",))
+        teacher = TeacherOutputs(teacher, ("logits", "hidden_states") if hidden else ("logits",), keep=cache)
     elif hidden and "hidden_states" not in teacher.signals:
         raise ValueError("hidden_weight > 0 needs TeacherOutputs(teacher, signals=('logits', 'hidden_states'))")
 
@@ -208,6 +212,24 @@ def hidden_state_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Te
     return torch.stack(per_block).mean()
 
 
+def parameter_groups(model: torch.nn.Module, learning_rate: float, learning_rates: dict[str, float]) -> list[dict]:
+    """AdamW's parameter groups: each entry of ``learning_rates`` (last name part -> rate) a group, the rest at ``learning_rate``."""
+    for suffix, rate in learning_rates.items():
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not rate > 0:
+            raise ValueError(f"learning_rates[{suffix!r}] must be a positive number; got {rate!r}")
+    groups: dict[str, list[torch.nn.Parameter]] = {suffix: [] for suffix in learning_rates}
+    rest = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        suffix = name.rsplit(".", 1)[-1]
+        (groups[suffix] if suffix in groups else rest).append(parameter)
+    empty = [suffix for suffix, members in groups.items() if not members]
+    if empty:
+        raise ValueError(f"learning_rates names parameters the model does not train: {empty}")
+    return ([{"params": rest, "lr": learning_rate}] if rest else []) + [{"params": groups[k], "lr": learning_rates[k]} for k in groups]
+
+
 @dataclass(frozen=True)
 class EpochLog:
     epoch: int
@@ -232,6 +254,7 @@ def fine_tune_(
     on_step: Callable[[int], None] | None = None,
     loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
     lr_factor: Callable[[int], float] | None = None,
+    learning_rates: dict[str, float] | None = None,
 ) -> list[EpochLog]:
     """Fine-tune ``model`` in place (hence the trailing ``_``); return one log per epoch.
 
@@ -245,6 +268,10 @@ def fine_tune_(
     ``lr_factor``, lr_t = learning_rate · lr_factor(t) for the step after t completed steps
     (a pruning recipe's re-warmed schedule, ``PruningSchedule.lr_factor``).
 
+    ``learning_rates`` gives some parameters a learning rate of their own, by the last part of
+    their name (e.g. ``{"scores": 1e-2}`` for movement scores, ``{"scale": 1e-3}`` for LSQ
+    scales); the schedule scales every group alike. A name that matches no parameter is an error.
+
     ``config.length_buckets`` batches sentences of similar length (less padding);
     ``config.precision`` runs the forward pass under bf16 autocast where that pays
     (``autocast_dtype``). Both change which floating-point operations run, not the recipe.
@@ -253,7 +280,8 @@ def fine_tune_(
     examples = list(train[: config.train_limit] if config.train_limit else train)
     torch.manual_seed(config.seed)
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.learning_rate, learning_rates or {}),
+                                  lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(examples) // config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     if lr_factor is None:

@@ -17,9 +17,10 @@ so the survivors get a full-strength recovery phase each time (``PruningSchedule
 
 Masks are ``torch.nn.utils.prune`` buffers (``apply.apply_masks_``): the layer trains
 ``weight_orig`` and multiplies by ``weight_mask`` in a forward pre-hook, so a removed weight gets
-no gradient and stays removed. At each update the criterion scores the weights that are still in
-(magnitude |w|, or movement scores -Σ w·∂L/∂w); removed weights score -inf, so masks only ever
-lose weights and the sparsity follows the schedule exactly.
+no gradient and stays removed. At each update magnitude scores the weights that are still in;
+removed weights score -inf, so masks only ever lose weights and the sparsity follows the schedule
+exactly. Movement pruning instead learns a score per weight and recomputes its masks from the
+scores at every step (``toolkit.prune.movement``), so its removed weights can return.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from tqdm.auto import tqdm
 from toolkit.prune import masks as masks_module
 from toolkit.prune.apply import apply_masks_
 from toolkit.prune.masks import check_sparsity
-from toolkit.prune.schedule import MovementScores, cubic_sparsity, iterative_sparsities
+from toolkit.prune import movement
+from toolkit.prune.schedule import cubic_sparsity, iterative_sparsities
 
 METHODS = ("one-shot", "iterative", "gradual")
 CRITERIA = ("magnitude", "movement")
@@ -186,6 +188,8 @@ def prune_during_training_(
     layer_sparsity: dict[str, float] | None = None,
     loss_fn: Callable | None = None,
     progress: bool = True,
+    lr_factor: Callable[[int], float] | None = None,
+    score_learning_rate: float = 1e-2,
 ) -> PruningLog:
     """Train ``model`` in place with ``toolkit.train.fine_tune_`` while its masks follow ``schedule``; the masks are
     made permanent at the end (``remove_masks_``), so the model comes back with plain weights and exact zeros.
@@ -193,6 +197,12 @@ def prune_during_training_(
     ``layer_sparsity`` gives each layer its own final sparsity (local scope only); the schedule then runs
     for each layer with its own s_f. ``config.epochs`` × the steps per epoch must equal ``schedule.steps``.
     The embeddings are frozen (``requires_grad=False``) while training: they are not pruned.
+    ``lr_factor`` goes to ``fine_tune_``: ``schedule.lr_factor`` re-warms the learning rate after every cut.
+
+    ``criterion="movement"`` learns a score per weight (``toolkit.prune.movement``: straight-through TopK,
+    Adam at ``score_learning_rate``, Sanh et al.'s 1e-2) and recomputes each layer's mask from the scores
+    at every step, so a removed weight can return; ``"magnitude"`` keeps the largest |w| still in, and
+    its masks only ever shrink.
     """
     from toolkit.prune.apply import remove_masks_
     from toolkit.prune.importance import prunable_modules
@@ -220,8 +230,12 @@ def prune_during_training_(
     if criterion == "movement" and schedule.at(0) > 0:
         raise ValueError("movement pruning needs a schedule that starts at sparsity 0 (gradual), "
                          "since its scores are learned during training")
-    apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
-    movement = MovementScores(model, names).attach() if criterion == "movement" else None
+    if criterion == "movement" and scope != "local":
+        raise ValueError("movement pruning keeps the top scores of each layer: it needs scope='local'")
+    if criterion == "movement":
+        scored = movement.attach_scores_(model, names)
+    else:
+        apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
     log = PruningLog()
     frozen = [p for p in model.base_model.embeddings.parameters() if p.requires_grad]
     for p in frozen:
@@ -236,26 +250,32 @@ def prune_during_training_(
         wanted = targets(step)
         if step > 0 and wanted == targets(step - 1):
             return
+        log.steps.append(step)
         if criterion == "movement":
-            scores = movement.scores
+            movement.set_sparsity_(scored, wanted)  # the masks follow the scores at every forward pass
+            kept = movement.current_masks(scored)
+            log.sparsity.append(1 - sum(float(m.sum()) for m in kept.values()) / sum(m.numel() for m in kept.values()))
         else:
             scores = {n: model.get_submodule(n).weight_orig.detach().abs() for n in names}
-        log.steps.append(step)
-        log.sparsity.append(update_masks_(model, names, wanted, scores, scope))
+            log.sparsity.append(update_masks_(model, names, wanted, scores, scope))
         reached = abs(log.sparsity[-1] - schedule.final) < 1e-3 or layer_sparsity is not None and step == schedule.steps
         if progress and step > 0 and (reached or len(log.steps) % 5 == 0):  # a few lines per run, not one per update
             tqdm.write(f"step {step}: sparsity {log.sparsity[-1]:.1%}")
 
+    rates = {"scores": score_learning_rate} if criterion == "movement" else None
     try:
         update(0)
-        fine_tune_(model, tokenizer, examples, config, progress=progress, on_step=update, loss_fn=loss_fn)
+        fine_tune_(model, tokenizer, examples, config, progress=progress, on_step=update, loss_fn=loss_fn, lr_factor=lr_factor,
+                   learning_rates=rates)
     finally:
-        if movement is not None:
-            movement.detach()
         for p in frozen:
             p.requires_grad_(True)
-    log.masks = {n: m.detach().clone() for n, m in _current_masks(model, names).items()}
-    remove_masks_(model)
+        if criterion == "movement":
+            log.masks = movement.current_masks(scored)
+            movement.remove_scores_(model, names)
+    if criterion == "magnitude":
+        log.masks = {n: m.detach().clone() for n, m in _current_masks(model, names).items()}
+        remove_masks_(model)
     return log
 
 
