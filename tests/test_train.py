@@ -232,3 +232,18 @@ def test_movement_pruning_during_training_reaches_the_target_and_leaves_plain_we
         gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, plan,
                                        FineTuneConfig(epochs=1, batch_size=16, train_limit=64), names=names, criterion="movement",
                                        scope="global", progress=False)
+
+
+def test_step_caller_takes_the_loops_steps_and_teacher_label_runs_each_sentence_once(tokenizer, splits):
+    teacher = models.sentiment_classifier(smoke=True, progress=False)
+    outputs = TeacherOutputs(teacher)
+    assert outputs.label(tokenizer, splits.train[:40]) == 40 and outputs.label(tokenizer, splits.train[:50]) == 10
+    student = copy.deepcopy(teacher)
+    before = student.classifier.weight.detach().clone()
+    call = train.step_caller(student, tokenizer, splits.train[:40], FineTuneConfig(batch_size=16, length_buckets=True, precision="bf16"),
+                             loss_fn=distillation_loss(outputs, ce_weight=0.0), steps_per_call=2)
+    for _ in range(3):  # 6 steps: more than one pass over 3 batches
+        call()
+    assert not torch.equal(before, student.classifier.weight) and outputs.forwards == 50, "no teacher forward for known sentences"
+    with pytest.raises(ValueError, match="steps_per_call must be a positive integer"):
+        train.step_caller(student, tokenizer, splits.train[:40], FineTuneConfig(), steps_per_call=0)

@@ -215,17 +215,26 @@ def verify_cache(folder: Path, inputs: dict) -> dict:
     return manifest
 
 
-def _build_classifier(folder: Path, inputs: dict, config: FineTuneConfig, progress: bool) -> dict:
-    """Fine-tune MiniLM and write it atomically to ``folder`` with its manifest."""
-    runtime.seed_everything(config.seed)
-    splits = data.make_splits(seed=inputs["split"]["seed"], fractions=tuple(inputs["split"]["fractions"]))
-    tok = tokenizer()
-    model = AutoModelForSequenceClassification.from_pretrained(
+def pretrained_classifier(seed: int | None = None) -> torch.nn.Module:
+    """The pre-trained MiniLM body with a fresh, randomly initialised two-label head: the start of every fine-tune.
+
+    ``seed`` seeds the head's initialisation (None: the current random state)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_pretrained(
         base_model_dir(),
         num_labels=2,
         id2label=dict(enumerate(data.LABELS)),
         label2id={label: i for i, label in enumerate(data.LABELS)},
     )
+
+
+def _build_classifier(folder: Path, inputs: dict, config: FineTuneConfig, progress: bool) -> dict:
+    """Fine-tune MiniLM and write it atomically to ``folder`` with its manifest."""
+    runtime.seed_everything(config.seed)
+    splits = data.make_splits(seed=inputs["split"]["seed"], fractions=tuple(inputs["split"]["fractions"]))
+    tok = tokenizer()
+    model = pretrained_classifier()
     start = time.perf_counter()
     logs = fine_tune_(model, tok, splits.train, config, validation=splits.validation, device=runtime.device(), progress=progress)
     seconds = time.perf_counter() - start

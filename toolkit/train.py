@@ -105,6 +105,14 @@ class TeacherOutputs:
     def __len__(self) -> int:
         return len(self._store)
 
+    def label(self, tokenizer, examples: Sequence[Example], batch_size: int = 64, max_length: int = 64) -> int:
+        """Run the teacher once on every sentence of ``examples`` not seen yet (batched by length); returns how many ran."""
+        before = self.forwards
+        lengths = [len(ids) for ids in tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]]
+        for batch in batches(tokenizer, examples, batch_size, max_length, bucket_lengths=lengths):
+            self(batch)
+        return self.forwards - before
+
     @staticmethod
     def _keys(batch: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
         lengths = batch["attention_mask"].sum(dim=1).tolist()  # (batch,) real tokens per row
@@ -212,6 +220,48 @@ def hidden_state_mse(student: Sequence[torch.Tensor], teacher: Sequence[torch.Te
     return torch.stack(per_block).mean()
 
 
+def _train_step(model, batch, optimizer, scheduler, loss_fn, dtype, device) -> float:
+    """One optimizer step on one batch; returns the loss."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss  # default: cross-entropy
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def step_caller(model: torch.nn.Module, tokenizer, train: Sequence[Example], config: FineTuneConfig,
+                loss_fn: Callable | None = None, steps_per_call: int = 1) -> Callable[[], None]:
+    """A zero-argument callable that trains ``model`` in place for ``steps_per_call`` steps of ``fine_tune_``'s loop
+    (same batching, precision and loss; a constant learning rate), cycling through ``train``: for timing two loops
+    against each other with ``toolkit.measure.compare_calls``."""
+    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be a positive integer; got {steps_per_call!r}")
+    device = next(model.parameters()).device
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    lengths = None
+    if config.length_buckets:
+        lengths = [len(ids) for ids in tokenizer([e.text for e in train], truncation=True, max_length=config.max_length)["input_ids"]]
+    dtype = autocast_dtype(config.precision, device)
+    state = {"epoch": 0, "batches": iter(())}
+
+    def call() -> None:
+        for _ in range(steps_per_call):
+            batch = next(state["batches"], None)
+            if batch is None:  # a new pass over ``train``
+                state["epoch"] += 1
+                state["batches"] = batches(tokenizer, train, config.batch_size, config.max_length, shuffle=True,
+                                           seed=config.seed + state["epoch"], bucket_lengths=lengths)
+                batch = next(state["batches"])
+            _train_step(model, batch, optimizer, None, loss_fn, dtype, device)
+
+    return call
+
+
 def parameter_groups(model: torch.nn.Module, learning_rate: float, learning_rates: dict[str, float]) -> list[dict]:
     """AdamW's parameter groups: each entry of ``learning_rates`` (last name part -> rate) a group, the rest at ``learning_rate``."""
     for suffix, rate in learning_rates.items():
@@ -304,14 +354,7 @@ def fine_tune_(
             leave=True,
         )
         for batch in bar:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss  # default: cross-entropy
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(_train_step(model, batch, optimizer, scheduler, loss_fn, dtype, device))
             if on_step is not None:
                 on_step(len(losses) + (epoch - 1) * steps_per_epoch)
                 model.train()
