@@ -160,9 +160,9 @@ def test_pruning_during_training_reaches_each_target_exactly(tokenizer, splits):
         gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, ok, config, names=names,
                                        layer_sparsity={names[0]: 0.5}, progress=False)
     untouched = copy.deepcopy(classifier)
-    with pytest.raises(ValueError, match="movement pruning needs a schedule that starts at sparsity 0"):
+    with pytest.raises(ValueError, match="criterion must be one of magnitude, movement"):
         gradual.prune_during_training_(untouched, tokenizer, splits.train, gradual.PruningSchedule("one-shot", 0.5, 2),
-                                       config, names=names, criterion="movement", progress=False)
+                                       config, names=names, criterion="taylor", progress=False)
     assert not hasattr(untouched.get_submodule(names[0]), "weight_orig"), "refused before any mask was attached"
 
 

@@ -201,7 +201,8 @@ def prune_during_training_(
 
     ``criterion="movement"`` learns a score per weight (``toolkit.prune.movement``: straight-through TopK,
     Adam at ``score_learning_rate``, Sanh et al.'s 1e-2) and recomputes each layer's mask from the scores
-    at every step, so a removed weight can return; ``"magnitude"`` keeps the largest |w| still in, and
+    at every step, so a removed weight can return. The scores start equal, with ties broken by |w|, so a
+    cut before any training (a first cut at step 0) is a magnitude cut that the scores then revise; ``"magnitude"`` keeps the largest |w| still in, and
     its masks only ever shrink.
     """
     from toolkit.prune.apply import remove_masks_
@@ -227,9 +228,6 @@ def prune_during_training_(
     if total != schedule.steps:
         raise ValueError(f"the schedule has {schedule.steps} steps but the training runs {total} "
                          f"({len(examples)} examples, batch {config.batch_size}, {config.epochs} epochs)")
-    if criterion == "movement" and schedule.at(0) > 0:
-        raise ValueError("movement pruning needs a schedule that starts at sparsity 0 (gradual), "
-                         "since its scores are learned during training")
     if criterion == "movement" and scope != "local":
         raise ValueError("movement pruning keeps the top scores of each layer: it needs scope='local'")
     if criterion == "movement":
