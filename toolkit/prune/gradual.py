@@ -190,6 +190,7 @@ def prune_during_training_(
     progress: bool = True,
     lr_factor: Callable[[int], float] | None = None,
     score_learning_rate: float = 1e-2,
+    score_init: str = "constant",
 ) -> PruningLog:
     """Train ``model`` in place with ``toolkit.train.fine_tune_`` while its masks follow ``schedule``; the masks are
     made permanent at the end (``remove_masks_``), so the model comes back with plain weights and exact zeros.
@@ -202,7 +203,8 @@ def prune_during_training_(
     ``criterion="movement"`` learns a score per weight (``toolkit.prune.movement``: straight-through TopK,
     Adam at ``score_learning_rate``, Sanh et al.'s 1e-2) and recomputes each layer's mask from the scores
     at every step, so a removed weight can return. The scores start equal, with ties broken by |w|, so a
-    cut before any training (a first cut at step 0) is a magnitude cut that the scores then revise; ``"magnitude"`` keeps the largest |w| still in, and
+    cut before any training (a first cut at step 0) is a magnitude cut that the scores then revise;
+    ``score_init="magnitude"`` starts them at |w| / mean |w| instead (``movement.ScoredMask``); ``"magnitude"`` keeps the largest |w| still in, and
     its masks only ever shrink.
     """
     from toolkit.prune.apply import remove_masks_
@@ -231,7 +233,7 @@ def prune_during_training_(
     if criterion == "movement" and scope != "local":
         raise ValueError("movement pruning keeps the top scores of each layer: it needs scope='local'")
     if criterion == "movement":
-        scored = movement.attach_scores_(model, names)
+        scored = movement.attach_scores_(model, names, init=score_init)
     else:
         apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
     log = PruningLog()

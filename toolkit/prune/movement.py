@@ -45,13 +45,24 @@ class TopKStraightThrough(torch.autograd.Function):
         return grad, None  # straight-through: ∂L/∂S = ∂L/∂M
 
 
-class ScoredMask(torch.nn.Module):
-    """The parametrization W -> W ⊙ TopK(S, keep); ``sparsity`` is set from outside (the schedule)."""
+SCORE_INITS = ("constant", "magnitude")
 
-    def __init__(self, weight: torch.Tensor, init: float = 0.0):
+
+class ScoredMask(torch.nn.Module):
+    """The parametrization W -> W ⊙ TopK(S, keep); ``sparsity`` is set from outside (the schedule).
+
+    ``init="constant"``: the scores start equal (Sanh et al.), ties broken by a tiny multiple of |W|; Adam's
+    first steps, about ±lr each, then decide the mask, so the scores need a dense warm-up and many steps.
+    ``init="magnitude"``: S starts at |W| / mean |W| of the layer, a magnitude prior that training revises
+    by about ±lr per step (the first cut is then exactly a magnitude cut)."""
+
+    def __init__(self, weight: torch.Tensor, init: str = "constant"):
         super().__init__()
-        # scores start equal (Sanh et al.'s "constant" init): ties are broken by magnitude, a tiny multiple of |W|
-        self.scores = torch.nn.Parameter(torch.full_like(weight, init, dtype=torch.float32) + 1e-6 * weight.detach().abs().float())
+        if init not in SCORE_INITS:
+            raise ValueError(f"init must be one of {', '.join(SCORE_INITS)}; got {init!r}")
+        size = weight.detach().abs().float()
+        start = size / size.mean().clamp_min(1e-12) if init == "magnitude" else 1e-6 * size
+        self.scores = torch.nn.Parameter(start)
         self.sparsity = 0.0
 
     def mask(self) -> torch.Tensor:
@@ -62,7 +73,7 @@ class ScoredMask(torch.nn.Module):
         return weight * self.mask().to(weight.dtype)
 
 
-def attach_scores_(model: torch.nn.Module, names: Sequence[str], init: float = 0.0) -> dict[str, ScoredMask]:
+def attach_scores_(model: torch.nn.Module, names: Sequence[str], init: str = "constant") -> dict[str, ScoredMask]:
     """Give every layer in ``names`` learned movement scores (in place); returns the parametrizations by layer name."""
     masks = {}
     for name in names:
