@@ -120,7 +120,7 @@ register(
         explanations={
             'a': "Strength is λ's job; at any λ the L2 pull vanishes near zero, which is the point.",
             'b': 'Right: the weight histograms show it, and the proximal step (Exercise 8.3) lands weights exactly on zero. In full: The gradient of λw² is 2λw: it fades as w approaches zero, so the pull stops before zero. The subgradient of λ|w| is λ·sign(w): the same pull at every size, so small weights are pushed all the way.',
-            'c': 'The chapter adds both penalties to the loss; the optimizer treats them the same way.',
+            'c': 'The chapter applies both penalties as proximal steps after the AdamW step, so AdamW never rescales or undoes either; the difference is in the penalties themselves.',
             'd': 'The opposite: w² grows faster than |w| for |w| > 1/2, so L2 punishes large weights more.',
         },
     )
@@ -179,7 +179,7 @@ register(
         answer='b',
         explanations={
             'a': 'Removed multiply-adds are not removed time: memory access and vectorisation decide CPU speed.',
-            'b': "Right: Chapter 6 found the crossover for one matrix; section 5 times the whole model, and the verdict printed there comes from this run. In full: Whatever the measurement says: the sparse kernel skips the zeros but pays for indirect memory access and loses the dense kernel's blocking, so its speed-up is far below 10x and can be below 1.",
+            'b': "Right: Chapter 6 found the crossover for one matrix; section 6 times the whole model, and the verdict printed there comes from this run. In full: Whatever the measurement says: the sparse kernel skips the zeros but pays for indirect memory access and loses the dense kernel's blocking, so its speed-up is far below 10x and can be below 1.",
             'c': 'torch.sparse.mm is a different kernel with its own memory pattern.',
             'd': 'At high enough sparsity the sparse kernel can win; where depends on the CPU, shape and library.',
         },

@@ -146,6 +146,7 @@ class PruningLog:
     steps: list[int] = field(default_factory=list)
     sparsity: list[float] = field(default_factory=list)  # fraction of the pruned layers' weights removed
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    returned: int = 0  # weights out of the mask at one of the updates and back in the final mask (movement only)
 
 
 def _current_masks(model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -234,6 +235,7 @@ def prune_during_training_(
         raise ValueError("movement pruning keeps the top scores of each layer: it needs scope='local'")
     if criterion == "movement":
         scored = movement.attach_scores_(model, names, init=score_init)
+        removed = {n: torch.zeros_like(model.get_submodule(n).weight, dtype=torch.bool) for n in names}  # ever out at an update
     else:
         apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
     log = PruningLog()
@@ -252,8 +254,12 @@ def prune_during_training_(
             return
         log.steps.append(step)
         if criterion == "movement":
+            for n, m in movement.current_masks(scored).items():  # the mask the last steps trained with
+                removed[n] |= m == 0
             movement.set_sparsity_(scored, wanted)  # the masks follow the scores at every forward pass
             kept = movement.current_masks(scored)
+            for n, m in kept.items():
+                removed[n] |= m == 0
             log.sparsity.append(1 - sum(float(m.sum()) for m in kept.values()) / sum(m.numel() for m in kept.values()))
         else:
             scores = {n: model.get_submodule(n).weight_orig.detach().abs() for n in names}
@@ -272,6 +278,7 @@ def prune_during_training_(
             p.requires_grad_(True)
         if criterion == "movement":
             log.masks = movement.current_masks(scored)
+            log.returned = sum(int((removed[n] & (log.masks[n] > 0)).sum()) for n in names)
             movement.remove_scores_(model, names)
     if criterion == "magnitude":
         log.masks = {n: m.detach().clone() for n, m in _current_masks(model, names).items()}
