@@ -214,6 +214,11 @@ def batches(
         yield encode(tokenizer, [examples[i] for i in group], max_length)
 
 
+def token_lengths(tokenizer, examples: Sequence[Example], max_length: int = 64) -> list[int]:
+    """Tokens per example (special tokens included, truncated at ``max_length``): the key of ``length_bucketed_order``."""
+    return [len(ids) for ids in tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]]
+
+
 def length_bucketed_order(lengths: Sequence[int], batch_size: int, seed: int | None = 0, pool: int = 16) -> list[list[int]]:
     """Batches of indices whose sentences have similar lengths, so that padding costs little.
 

@@ -14,10 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from toolkit.data import Example, batches
+from toolkit.data import Example, batches, token_lengths
 from toolkit.measure import accuracy, hardware
 
 
@@ -108,7 +109,7 @@ class TeacherOutputs:
     def label(self, tokenizer, examples: Sequence[Example], batch_size: int = 64, max_length: int = 64) -> int:
         """Run the teacher once on every sentence of ``examples`` not seen yet (batched by length); returns how many ran."""
         before = self.forwards
-        lengths = [len(ids) for ids in tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]]
+        lengths = token_lengths(tokenizer, examples, max_length)
         for batch in batches(tokenizer, examples, batch_size, max_length, bucket_lengths=lengths):
             self(batch)
         return self.forwards - before
@@ -147,11 +148,9 @@ class TeacherOutputs:
             return logits, None
         seq = batch["input_ids"].shape[1]
         states = []
-        for block in range(len(entries[0][1])):
-            padded = torch.zeros(len(entries), seq, entries[0][1][block].shape[-1])  # (batch, seq, d); padding masked out later
-            for row, entry in enumerate(entries):
-                padded[row, : entry[1][block].shape[0]] = entry[1][block]
-            states.append(padded.to(batch["input_ids"].device))
+        for block in range(len(entries[0][1])):  # each (batch, seq, d), zero where the batch pads (masked out later)
+            padded = pad_sequence([entry[1][block] for entry in entries], batch_first=True)
+            states.append(F.pad(padded, (0, 0, 0, seq - padded.shape[1])).to(batch["input_ids"].device))
         return logits, tuple(states)
 
 
@@ -203,7 +202,6 @@ def distillation_loss(teacher: torch.nn.Module | TeacherOutputs, temperature: fl
             loss = loss + hidden_weight * hidden_state_mse(out.hidden_states, target_hidden, batch["attention_mask"])
         return loss
 
-    loss_fn.teacher_outputs = teacher
     return loss_fn
 
 
@@ -245,7 +243,7 @@ def step_caller(model: torch.nn.Module, tokenizer, train: Sequence[Example], con
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     lengths = None
     if config.length_buckets:
-        lengths = [len(ids) for ids in tokenizer([e.text for e in train], truncation=True, max_length=config.max_length)["input_ids"]]
+        lengths = token_lengths(tokenizer, train, config.max_length)
     dtype = autocast_dtype(config.precision, device)
     state = {"epoch": 0, "batches": iter(())}
 
@@ -340,7 +338,7 @@ def fine_tune_(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     lengths = None
     if config.length_buckets:
-        lengths = [len(ids) for ids in tokenizer([e.text for e in examples], truncation=True, max_length=config.max_length)["input_ids"]]
+        lengths = token_lengths(tokenizer, examples, config.max_length)
     dtype = autocast_dtype(config.precision, device)
     logs = []
     for epoch in range(1, config.epochs + 1):
