@@ -57,6 +57,24 @@ def test_accuracy_counts_correct_predictions(tokenizer, splits):
         measure.accuracy(Constant(1), tokenizer, [])
 
 
+def test_predict_runs_shortest_first_and_returns_rows_in_the_order_given(tokenizer, splits):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=2)
+    model = BertForSequenceClassification(config).train()  # predict() must evaluate, then restore train mode
+    examples = splits.test[:23]
+    lengths = [len(tokenizer(e.text)["input_ids"]) for e in examples]
+    assert lengths != sorted(lengths), "the sample must be out of length order for this test to mean anything"
+    one_by_one = measure.predict(model, tokenizer, examples, batch_size=1)  # no padding at all, original order
+    grouped = measure.predict(model, tokenizer, examples, batch_size=8)
+    torch.testing.assert_close(grouped, one_by_one, atol=1e-5, rtol=1e-5)
+    assert model.training
+    with pytest.raises(ValueError, match="batch_size"):
+        measure.predict(model, tokenizer, examples, batch_size=0)
+
+
 def test_latency_is_a_median_with_its_context(tokenizer, splits):
     batch = measure.latency_batch(tokenizer, splits.test, 4)
     result = measure.latency(Constant(1), batch, warmup=1, repeats=5)
