@@ -29,7 +29,7 @@ import torch
 from toolkit import data, runtime
 from toolkit.data import Example
 from toolkit.models import cache_key
-from toolkit.train import FineTuneConfig, distillation_loss, fine_tune_
+from toolkit.train import FineTuneConfig, autocast_dtype, distillation_loss, fine_tune_
 
 STUDENT_FORMAT = 1
 WEIGHTS = "model.safetensors"
@@ -81,6 +81,7 @@ def distilled_student(
         "score_sentences": hashlib.sha256("\n".join(e.text for e in score_examples).encode()).hexdigest(),
         "train": hashlib.sha256("\n".join(f"{e.label}\t{e.text}" for e in train).encode()).hexdigest(),
         "config": config.as_dict(),
+        "autocast": str(autocast_dtype(config.precision)),  # "auto" trains in bf16 on some CPUs, fp32 on others
         "torch": torch.__version__,
     }
     folder = (Path(cache) if cache is not None else runtime.cache_dir()) / "distilled-student" / cache_key(inputs)
