@@ -253,28 +253,46 @@ def test_the_quantization_explorer_answers_within_a_second(page, jupyterlab):
     def state():
         return metrics.inner_text(), explorer.locator(".widget-output img").first.get_attribute("src")
 
-    def interact(action, label: str):
+    def attempt(action, label: str) -> float | None:
+        # seconds until both the printed SQNR and the plot changed; None if they did not within 10 s
         before = state()
         start = time.monotonic()
         action()
         while time.monotonic() - start < 10:
             now = state()
             if now[0] != before[0] and now[1] != before[1]:
-                elapsed = time.monotonic() - start
-                shot(page, label)
-                assert elapsed <= RESPONSE_S, f"{label}: the explorer took {elapsed:.2f} s to redraw"
                 assert re.search(r"SQNR", now[0]), now[0]
-                return now
+                return time.monotonic() - start
             time.sleep(0.02)
+        return None
+
+    def interact(actions, label: str):
+        # A response time is a median-of-one: one garbage collection or a busy neighbour on the machine can
+        # delay it. Each control is moved up to three times (alternating directions); it passes when one
+        # redraw arrives within RESPONSE_S, and the message lists every attempt when none does; a control that
+        # never redraws fails at once.
+        times = []
+        for action in actions:
+            times.append(attempt(action, label))
+            if times[-1] is None:  # no redraw at all is a bug, not a slow machine: no second chance
+                shot(page, label)
+                raise AssertionError(f"{label}: the plot or the printed SQNR did not change within 10 s")
+            if times[-1] <= RESPONSE_S:
+                break
         shot(page, label)
-        raise AssertionError(f"{label}: the plot or the printed SQNR did not change ({before[0]!r} -> {state()[0]!r})")
+        shown = ", ".join(f"{t:.2f} s" for t in times)
+        assert min(times) <= RESPONSE_S, f"{label}: the explorer redrew in {shown} (limit {RESPONSE_S} s)"
+        return len(times)
 
     handle = explorer.locator(".widget-slider .noUi-handle").first
     bits_before = handle.get_attribute("aria-valuenow")
-    interact(lambda: (handle.focus(), handle.press("ArrowLeft")), "2-explorer-bits")
-    assert handle.get_attribute("aria-valuenow") != bits_before, "the bits slider did not move"
+    left, right = (lambda: (handle.focus(), handle.press("ArrowLeft"))), (lambda: (handle.focus(), handle.press("ArrowRight")))
+    moves = interact([left, right, left], "2-explorer-bits")
+    moved = handle.get_attribute("aria-valuenow") != bits_before
+    assert moved == (moves % 2 == 1), f"the bits slider is {'off' if moved else 'at'} its start after {moves} alternating moves"
     granularity = explorer.locator(".widget-dropdown select").nth(1)
-    interact(lambda: granularity.select_option(label="per channel"), "3-explorer-granularity")
+    channel, tensor = (lambda: granularity.select_option(label="per channel")), (lambda: granularity.select_option(label="per tensor"))
+    interact([channel, tensor, channel], "3-explorer-granularity")
     assert not page.errors, f"JavaScript errors in the page: {page.errors[:3]}"
 
 
