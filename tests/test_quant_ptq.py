@@ -146,3 +146,16 @@ def test_backends_run_our_codes_and_refuse_what_they_cannot(classifier, tokenize
     floats = quant.backends.dequantize_model(q8)
     assert not quant.ptq.quantized_layers(floats)
     assert torch.allclose(measure.predict(floats, tokenizer, splits.test[:8]), measure.predict(q8, tokenizer, splits.test[:8]), atol=1e-4)
+
+
+def test_torchao_backend_runs_our_int8_codes_and_refuses_what_it_cannot(classifier, tokenizer, splits):
+    q8 = quant.quantize_weights(classifier, INT8_ROWS)
+    fast = quant.backends.to_torchao_int8(q8)  # eager: torchao's int8 tensors, activations quantized on the fly
+    agree = measure.agreement(q8, fast, tokenizer, splits.test[:32])
+    assert agree["same_prediction"] >= 0.95
+    assert not quant.ptq.quantized_layers(fast), "every QuantLinear handed to torchao"
+    assert quant.ptq.quantized_layers(q8), "the model given is not changed"
+    with pytest.raises(ValueError, match="torchao-int8.*int4"):
+        quant.backends.to_torchao_int8(quant.quantize_weights(classifier, INT4))
+    with pytest.raises(ValueError, match="no QuantLinear layers"):
+        quant.backends.to_torchao_int8(classifier)

@@ -240,10 +240,11 @@ def predict(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batc
     model.eval()
     logits = []
     try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = encode(tokenizer, [examples[i] for i in order[start : start + batch_size]])
-                inputs = {k: v.to(dev) for k, v in batch.items() if k != "labels"}
+        for start in range(0, len(order), batch_size):
+            # inputs built outside inference mode, like latency's: a compiled model then sees one kind of tensor
+            batch = encode(tokenizer, [examples[i] for i in order[start : start + batch_size]])
+            inputs = {k: v.to(dev) for k, v in batch.items() if k != "labels"}
+            with torch.inference_mode():
                 logits.append(model(**inputs).logits.float().cpu())  # (batch, n_labels)
     finally:
         model.train(was_training)

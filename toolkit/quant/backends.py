@@ -118,10 +118,14 @@ def to_torchao_int8(model: torch.nn.Module, compile: bool = False) -> torch.nn.M
     if not compile:
         return result
     compiled = torch.compile(result, dynamic=True)
-    # Compile now, on a small batch, with one known notice silenced: torch's AOT cache says torchao's
-    # Int8Tensor "does not implement _stable_hash_for_caching" (it only means no on-disk cache entry).
-    ids = torch.ones(2, 8, dtype=torch.long)
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
-        compiled(input_ids=ids, attention_mask=torch.ones_like(ids))
+    # Compile now, with one known notice silenced: torch's AOT cache says torchao's Int8Tensor "does not
+    # implement _stable_hash_for_caching" (it only means no on-disk cache entry). The calls look like a
+    # tokenizer's output (three inputs, ordinary tensors), so later calls reuse these graphs: one for
+    # batch 1 (dynamic shapes still specialise a size of 1) and one for every other shape.
+    for batch_size in (1, 2):
+        ids = torch.ones(batch_size, 8, dtype=torch.long)
+        inputs = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids)}
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching.*")
+            compiled(**inputs)
     return compiled
