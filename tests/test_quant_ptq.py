@@ -78,6 +78,29 @@ def test_save_load_round_trip_is_exact_and_small(classifier, tokenizer, splits, 
     assert layers["bert.embeddings.word_embeddings"]["kind"] == "embedding"
 
 
+def test_float16_scales_halve_the_scale_bytes_and_barely_move_the_logits(classifier, tokenizer, splits, tmp_path):
+    from toolkit.quant import mixed
+
+    spec = QuantSpec(bits=2, granularity="group", group_size=32)
+    names = [n for n, m in classifier.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder.layer." in n]
+    q = mixed.quantize_mixed(classifier, mixed.uniform(names, spec))
+    size32 = quant.save_quantized(q, tmp_path / "s32.safetensors")
+    size16 = quant.save_quantized(q, tmp_path / "s16.safetensors", scale_dtype=torch.float16)
+    predicted = [sum(row[0] for row in mixed.layer_bytes(classifier, names, [spec], scale_bytes=b)) for b in (4, 2)]
+    assert size32 - size16 == predicted[0] - predicted[1] > 0, "exactly the predicted scale bytes are saved"
+    with safe_open(str(tmp_path / "s16.safetensors"), framework="pt") as handle:
+        assert handle.metadata()["scale_dtype"] == "float16"
+        assert handle.get_tensor(f"{names[0]}.weight_q.scale").dtype == torch.float16
+    reloaded = quant.load_quantized(tmp_path / "s16.safetensors")
+    assert reloaded.get_submodule(names[0]).weight_q.scale.dtype == torch.float32, "widened on load"
+    test = splits.test[:32]
+    assert torch.allclose(measure.predict(q, tokenizer, test), measure.predict(reloaded, tokenizer, test), atol=0.05)
+    with pytest.raises(ValueError, match="scale_dtype must be one of torch.float32, torch.float16"):
+        quant.save_quantized(q, tmp_path / "x.safetensors", scale_dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="scale_bytes must be 2"):
+        mixed.layer_bytes(classifier, names, [spec], scale_bytes=3)
+
+
 def test_corrupted_or_foreign_files_are_refused(classifier, tmp_path):
     q = quant.quantize_weights(classifier, INT4)
     path = tmp_path / "q.safetensors"

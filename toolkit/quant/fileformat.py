@@ -3,10 +3,14 @@
 One ``.safetensors`` file holds everything:
 
 - tensors: for each quantized layer ``<name>.weight_q.codes`` (uint8, packed),
-  ``.scale`` (float32) and ``.zero_point`` (int16); every other tensor as it was;
+  ``.scale`` (float32, or float16 as GPTQ, AWQ and llama.cpp store them: ``scale_dtype``) and
+  ``.zero_point`` (int16); every other tensor as it was;
 - metadata (strings): ``format`` and ``format_version``; ``config``, the model's transformers
-  config as JSON; ``layers``, {name: {"kind", "spec"}} as JSON; ``sha256``, a hash of all
-  tensor bytes in name order.
+  config as JSON; ``layers``, {name: {"kind", "spec"}} as JSON; ``scale_dtype``; ``sha256``, a
+  hash of all tensor bytes in name order.
+
+A float16 scale is the float32 one rounded: each dequantized weight moves by at most 2^-11 of
+itself (the codes stay those of the float32 scale), and the file is measured as reloaded.
 
 ``load_quantized`` checks the format, the version and the hash (a mismatch is an error that
 says which), rebuilds the transformers model from its config, swaps in empty quantized
@@ -44,12 +48,21 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_quantized(model: torch.nn.Module, path: str | os.PathLike) -> int:
-    """Write ``model`` (with quantized layers) to ``path`` atomically; return the file's bytes."""
+SCALE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def save_quantized(model: torch.nn.Module, path: str | os.PathLike, scale_dtype: torch.dtype = torch.float32) -> int:
+    """Write ``model`` (with quantized layers) to ``path`` atomically, its weight scales in ``scale_dtype``
+    (float32 or float16); return the file's bytes."""
     if not hasattr(model, "config"):
         raise TypeError("save_quantized needs a transformers model (with a .config) so that it can be rebuilt")
+    names = {str(d).removeprefix("torch."): d for d in SCALE_DTYPES.values()}
+    if scale_dtype not in SCALE_DTYPES.values():
+        raise ValueError(f"scale_dtype must be one of torch.{', torch.'.join(names)}; got {scale_dtype!r}")
     path = Path(path)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    for name in quantized_layers(model):
+        tensors[f"{name}.weight_q.scale"] = tensors[f"{name}.weight_q.scale"].to(scale_dtype)
     layers = {}
     for name, (kind, spec) in quantized_layers(model).items():
         input_spec = getattr(model.get_submodule(name), "input_spec", None)
@@ -60,6 +73,7 @@ def save_quantized(model: torch.nn.Module, path: str | os.PathLike) -> int:
         "format_version": FORMAT_VERSION,
         "config": model.config.to_json_string(use_diff=False),
         "layers": json.dumps(layers, sort_keys=True),
+        "scale_dtype": str(scale_dtype).removeprefix("torch."),
         "sha256": tensors_sha256(tensors),
     }
     return save_safetensors_atomically(tensors, path, metadata)
@@ -104,5 +118,5 @@ def load_quantized(path: str | os.PathLike) -> torch.nn.Module:
         else:
             shell = QuantEmbedding(float_module.num_embeddings, float_module.embedding_dim, spec, float_module.padding_idx)
         setattr(parent, child, shell)
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=True)  # float16 scales are widened to the float32 buffers
     return model.eval()

@@ -46,13 +46,16 @@ def _check_specs(specs: Sequence[QuantSpec], what: str = "specs") -> None:
             raise ValueError(f"{what} must be integer QuantSpecs (bits 1-8); got {spec!r}")
 
 
-def layer_bytes(model: torch.nn.Module, layer_names: Sequence[str], specs: Sequence[QuantSpec]) -> list[list[int]]:
+def layer_bytes(model: torch.nn.Module, layer_names: Sequence[str], specs: Sequence[QuantSpec],
+                scale_bytes: int = 4) -> list[list[int]]:
     """Stored bytes of each layer's weight at each spec: ``result[i][j]`` for layer i at ``specs[j]`` (codes + scales
-    + zero-points, scales in float32 as the workbook's files store them)."""
+    + zero-points; ``scale_bytes`` 4 for float32 scales, 2 for float16, as ``fileformat.save_quantized`` writes them)."""
     _check_layers(model, layer_names)
     _check_specs(specs)
+    if scale_bytes not in (2, 4):
+        raise ValueError(f"scale_bytes must be 2 (float16 scales) or 4 (float32); got {scale_bytes!r}")
     modules = dict(model.named_modules())
-    return [[sum(stored_bytes(modules[name].weight, spec).values()) for spec in specs] for name in layer_names]
+    return [[sum(stored_bytes(modules[name].weight, spec, scale_bytes).values()) for spec in specs] for name in layer_names]
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,12 @@ class Allocation:
 
 
 def allocate(model: torch.nn.Module, layer_names: Sequence[str], specs: Sequence[QuantSpec],
-             damages: Sequence[Sequence[float]], budget_bytes: int, granularity: int = 4096) -> Allocation:
+             damages: Sequence[Sequence[float]], budget_bytes: int, granularity: int = 4096,
+             scale_bytes: int = 4) -> Allocation:
     """Choose a spec from ``specs`` for every layer to minimise the summed ``damages`` (``damages[i][j]``: layer i at
-    ``specs[j]``) with the layers' stored weight bytes at most ``budget_bytes``; exact knapsack in units of
-    ``granularity`` bytes (each cost rounded up, so the result never exceeds the budget)."""
-    costs = layer_bytes(model, layer_names, specs)
+    ``specs[j]``) with the layers' stored weight bytes (scales of ``scale_bytes``) at most ``budget_bytes``; exact
+    knapsack in units of ``granularity`` bytes (each cost rounded up, so the result never exceeds the budget)."""
+    costs = layer_bytes(model, layer_names, specs, scale_bytes)
     if len(damages) != len(layer_names) or any(len(row) != len(specs) for row in damages):
         raise ValueError(f"damages must be a {len(layer_names)} x {len(specs)} table (layers x specs); got "
                          f"{len(damages)} rows of lengths {sorted({len(r) for r in damages})}")
