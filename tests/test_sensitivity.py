@@ -263,6 +263,12 @@ def test_estimate_damages_keeps_scanned_values_and_scales_the_rest_by_error_powe
     assert damages[0][2] == pytest.approx(0.04 * power(options[2]) / power(scan_specs[1])) and damages[0][2] < 0.04 / 100
     with pytest.raises(ValueError, match="scan has no result"):
         mixed.estimate_damages(model, scan[:1], scan_specs, options)
+    # with per-channel scans too, each option is scaled from a scan of its own granularity
+    channel_4 = QuantSpec(bits=4, granularity="channel")
+    both = scan + [sensitivity.LayerSensitivity(n, channel_4.describe(), 0.9, 0.0, kl) for n, kl in zip(names, (0.5, 0.2))]
+    _, damages = mixed.estimate_damages(model, both, scan_specs + [channel_4], options)
+    assert damages[0][1] == pytest.approx(0.5 * power(per_channel_3) / power(channel_4))  # per channel from per channel
+    assert damages[0][2] == pytest.approx(0.04 * power(options[2]) / power(scan_specs[1]))  # groups from groups
 
 
 def test_recorded_inputs_drop_padding_and_block_sqnr_keeps_the_modes():

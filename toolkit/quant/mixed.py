@@ -102,8 +102,9 @@ def estimate_damages(model: torch.nn.Module, scan: Sequence[LayerSensitivity], s
     """The damage table for ``allocate``: (layer names, ``damages[i][j]`` for layer i at ``options[j]``).
 
     A scanned option keeps its measured KL. Any other option takes the KL scanned at its bit width (the
-    widest scanned spec for wider options, the narrowest scanned one at or above it otherwise) times the
-    ratio of the weight's squared quantization errors,
+    widest scanned spec for wider options, the narrowest scanned one at or above it otherwise), from the
+    scanned specs with the same granularity and group size where there are any, times the ratio of the
+    weight's squared quantization errors,
 
         d_i(o) = KL_i(s) · ||Q_o(W_i) - W_i||² / ||Q_s(W_i) - W_i||²
 
@@ -117,8 +118,12 @@ def estimate_damages(model: torch.nn.Module, scan: Sequence[LayerSensitivity], s
     missing = [(n, s.describe()) for n in layer_names for s in scan_specs if (n, s.describe()) not in measured]
     if missing:
         raise ValueError(f"scan has no result for {missing[:3]}: give the scan_specs the scan was run with")
-    by_bits = sorted(scan_specs, key=lambda s: s.bits)
     modules = dict(model.named_modules())
+
+    def nearest_scanned(option):
+        alike = [s for s in scan_specs if (s.granularity, s.group_size) == (option.granularity, option.group_size)]
+        by_bits = sorted(alike or scan_specs, key=lambda s: s.bits)
+        return next((s for s in by_bits if s.bits >= option.bits), by_bits[-1])
 
     def error_power(name, spec):
         w = modules[name].weight.detach().float()
@@ -128,7 +133,7 @@ def estimate_damages(model: torch.nn.Module, scan: Sequence[LayerSensitivity], s
     for name in layer_names:
         row = []
         for option in options:
-            scanned = next((s for s in by_bits if s.bits >= option.bits), by_bits[-1])
+            scanned = nearest_scanned(option)
             kl = measured[name, scanned.describe()]
             row.append(kl if option == scanned else kl * error_power(name, option) / max(error_power(name, scanned), 1e-30))
         damages.append(row)
