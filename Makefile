@@ -47,7 +47,7 @@ workbook: $(STAMP)
 	$(PY) -m toolkit.runner --out build
 
 smoke: $(STAMP)
-	$(PY) -m toolkit.runner --out build/smoke --smoke
+	$(PY) -m toolkit.runner --out build/smoke --smoke --jobs 2
 
 test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest

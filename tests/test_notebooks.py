@@ -8,6 +8,7 @@ notebook by hand: ``pytest --nbval-lax --nbval-current-env notebooks/02_*.ipynb`
 """
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -76,7 +77,8 @@ HANG_GUARD_S = 1800
 def smoke_workbook():
     out = ROOT / "build" / "test-smoke"
     start = time.perf_counter()
-    runs = runner.run_workbook(out_dir=out, smoke=True, results_dir=out / "results")
+    # two chapters at a time: a smoke chapter spends much of its time in single-threaded work
+    runs = runner.run_workbook(out_dir=out, smoke=True, results_dir=out / "results", jobs=2)
     print(f"smoke workbook: {time.perf_counter() - start:.0f} s")
     return out, runs
 
@@ -165,6 +167,28 @@ def test_a_failing_chapter_is_reported_not_hidden(tmp_path):
     runs = runner.run_workbook(out_dir=tmp_path / "out", smoke=True, notebooks_dir=chapters)
     assert runs[0].status.startswith("failed") and "the chapter broke" in runs[0].status
     assert "| 01_broken.ipynb | failed" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_chapters_run_two_at_a_time_in_order_with_their_own_memory_and_threads(tmp_path):
+    chapters = tmp_path / "notebooks"
+    chapters.mkdir()
+    for number, megabytes in (("01", 10), ("02", 300)):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        params = nbformat.v4.new_code_cell("SMOKE = False")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(
+            f"import os, time\nblock = bytearray({megabytes} * 2**20)\ntime.sleep(1.5)\nprint('threads', os.environ.get('OMP_NUM_THREADS'))")]
+        nbformat.write(nb, chapters / f"{number}_demo.ipynb")
+    runs = runner.run_workbook(out_dir=tmp_path / "out", smoke=True, notebooks_dir=chapters, jobs=2)
+    assert [r.notebook for r in runs] == ["01_demo.ipynb", "02_demo.ipynb"] and all(r.status == "ok" for r in runs)
+    assert runs[1].peak_rss_mb - runs[0].peak_rss_mb > 200, "each chapter's peak is its own kernel's"
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert all(f"threads {threads}" in nbformat.read(r.output, as_version=4).cells[-1].outputs[0]["text"] for r in runs)
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        runner.run_workbook(out_dir=tmp_path / "out", notebooks_dir=chapters, jobs=0)
+    with pytest.raises(SystemExit):
+        runner.main(["--jobs", "2", "01_overview"])
 
 
 def _claim_notebook(folder: Path) -> Path:

@@ -3,11 +3,17 @@
     python -m toolkit.runner                 # full mode -> build/notebooks/, build/report.md
     python -m toolkit.runner --smoke         # tiny subsets, as the tests run it
     python -m toolkit.runner 01_overview     # only the chapters named
+    python -m toolkit.runner --smoke --jobs 2  # two smoke chapters at a time, one thread each
 
 Each notebook runs in its own kernel with ``notebooks/`` as working directory, the
 ``SMOKE`` parameter injected by papermill, and ``WORKBOOK_RESULTS_DIR`` pointing at the
 results folder. A chapter that fails does not stop the others; the run exits non-zero
 and the report says which chapter failed and where its executed notebook is.
+
+Each chapter runs in a papermill process of its own. ``--jobs N`` runs N chapters at a time, each
+kernel limited to (cores / N) threads: worth it for smoke runs, whose time goes largely to
+single-threaded work (kernel start, imports, model conversion). Never for full runs: the chapters
+time models, and a timing beside another CPU-bound job measures the neighbour too.
 
 The runner enforces the chapters' claims (``WORKBOOK_ENFORCE_CLAIMS=1``: a full-mode claim
 that does not hold fails its chapter) and records each chapter's minutes and the peak memory
@@ -19,11 +25,12 @@ on a 2-core laptop; the report and the runner's last lines flag a chapter over i
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,19 +56,26 @@ class ChapterRun:
 
 
 class PeakMemory:
-    """Sample the resident memory of this process's children (the notebook kernel) until stopped."""
+    """Sample the resident memory of a process's descendants (a chapter's kernel) until stopped."""
 
-    def __init__(self, interval_s: float = 0.2):
-        self.interval_s, self.peak_bytes = interval_s, 0
+    def __init__(self, pid: int | None = None, interval_s: float = 0.2):
+        self.pid, self.interval_s, self.peak_bytes = pid, interval_s, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         import psutil  # a dependency of ipykernel
 
-        me = psutil.Process()
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:  # the process ended before sampling began
+            return
         while not self._stop.is_set():
-            for child in me.children(recursive=True):
+            try:
+                children = root.children(recursive=True)
+            except psutil.Error:  # the process has ended
+                return
+            for child in children:
                 try:
                     self.peak_bytes = max(self.peak_bytes, child.memory_info().rss)
                 except psutil.Error:  # the kernel exited between listing and reading
@@ -110,8 +124,12 @@ def run_workbook(
     results_dir: Path | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     timeout_s: int = 1800,
+    jobs: int = 1,
 ) -> list[ChapterRun]:
-    """Execute the chosen chapters and write ``<out_dir>/report.md``; return one entry per chapter."""
+    """Execute the chosen chapters (``jobs`` at a time) and write ``<out_dir>/report.md``; return one entry per
+    chapter, in chapter order."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (chapters run at a time); got {jobs!r}")
     out_dir = Path(out_dir).resolve()
     results_dir = Path(results_dir).resolve() if results_dir else out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +138,7 @@ def run_workbook(
     os.environ[runtime.SMOKE_ENV] = "1" if smoke else "0"
     os.environ[claims.ENFORCE_ENV] = "1"  # a full-mode claim that does not hold fails the chapter
     try:
-        runs = _run_chapters(select(names or [], notebooks_dir), out_dir, results_dir, smoke, timeout_s)
+        runs = _run_chapters(select(names or [], notebooks_dir), out_dir, results_dir, smoke, timeout_s, jobs)
     finally:  # leave the caller's environment as it was
         for key, value in saved.items():
             if value is None:
@@ -132,40 +150,45 @@ def run_workbook(
     return runs
 
 
-def _run_chapters(notebooks: list[Path], out_dir: Path, results_dir: Path, smoke: bool, timeout_s: int) -> list[ChapterRun]:
-    import papermill
-
-    runs = []
+def _run_chapters(notebooks: list[Path], out_dir: Path, results_dir: Path, smoke: bool, timeout_s: int,
+                  jobs: int) -> list[ChapterRun]:
     for notebook in notebooks:
         chapter = notebook.stem.split("_")[0]
         claims.reset(chapter, results_dir)
         for stale in (results_dir / chapter).glob("*.json"):
             stale.unlink()  # results of a chapter always come from its latest run
-        output = out_dir / "notebooks" / notebook.name
-        output.parent.mkdir(parents=True, exist_ok=True)
-        print(f"running {notebook.name} ({'smoke' if smoke else 'full'} mode) ...", flush=True)
-        start = time.perf_counter()
-        memory = PeakMemory()
-        try:
-            with memory:
-                papermill.execute_notebook(
-                    str(notebook),
-                    str(output),
-                    parameters={"SMOKE": smoke},
-                    kernel_name="python3",
-                    cwd=str(notebook.parent),
-                    progress_bar=False,
-                    execution_timeout=timeout_s,
-                )
-            status = "ok"
-        except Exception as error:  # papermill raises PapermillExecutionError with the cell's traceback
-            status = f"failed: {type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}"
-        seconds = time.perf_counter() - start
-        budget = None if smoke else BUDGET_MINUTES.get(chapter)
-        runs.append(ChapterRun(notebook.name, status, seconds, output, memory.megabytes, budget))
-        rss = f", peak memory {memory.megabytes:,.0f} MB" if memory.megabytes else ""
-        print(f"  {status} in {seconds:.0f} s{rss} -> {output}", flush=True)
-    return runs
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    # the longest chapters first (by budget), so that parallel runs end together
+    queue = sorted(notebooks, key=lambda n: -BUDGET_MINUTES.get(n.stem.split("_")[0], 0)) if jobs > 1 else notebooks
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = dict(zip(queue, pool.map(lambda n: _run_chapter(n, out_dir, smoke, timeout_s, threads), queue)))
+    return [done[n] for n in notebooks]
+
+
+def _run_chapter(notebook: Path, out_dir: Path, smoke: bool, timeout_s: int, threads: int | None) -> ChapterRun:
+    """Execute one chapter with papermill in a process of its own (so its kernel's memory is its own)."""
+    chapter = notebook.stem.split("_")[0]
+    output = out_dir / "notebooks" / notebook.name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running {notebook.name} ({'smoke' if smoke else 'full'} mode) ...", flush=True)
+    command = [sys.executable, "-m", "papermill", str(notebook), str(output), "-p", "SMOKE", str(smoke),
+               "-k", "python3", "--cwd", str(notebook.parent), "--no-progress-bar",
+               "--execution-timeout", str(timeout_s), "--log-level", "ERROR"]
+    env = dict(os.environ) | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with PeakMemory(process.pid) as memory:
+        _, errors = process.communicate()
+    seconds = time.perf_counter() - start
+    if process.returncode == 0:
+        status = "ok"
+    else:  # papermill ends with the failing cell's exception, e.g. "RuntimeError: the chapter broke"
+        lines = [line.strip() for line in errors.splitlines() if line.strip()]
+        status = f"failed: {(lines[-1] if lines else f'papermill exited with {process.returncode}')[:200]}"
+    budget = None if smoke else BUDGET_MINUTES.get(chapter)
+    rss = f", peak memory {memory.megabytes:,.0f} MB" if memory.megabytes else ""
+    print(f"  {notebook.name}: {status} in {seconds:.0f} s{rss} -> {output}", flush=True)
+    return ChapterRun(notebook.name, status, seconds, output, memory.megabytes, budget)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,10 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build"), help="output folder (default: build)")
     parser.add_argument("--smoke", action="store_true", help="tiny subsets and few steps, as in the tests")
     parser.add_argument("--results", type=Path, default=None, help="results folder (default: <out>/results)")
+    parser.add_argument("--jobs", type=int, default=1, help="chapters at a time (default 1; more only for --smoke)")
     args = parser.parse_args(argv)
+    if args.jobs > 1 and not args.smoke:
+        parser.error("--jobs above 1 needs --smoke: full-mode chapters time their models, and a timing beside "
+                     "another chapter measures both")
     runtime.quiet_third_party()
-    logging.getLogger("papermill").setLevel(logging.ERROR)  # it cannot parse `SMOKE = os.environ...`: harmless
-    runs = run_workbook(args.notebooks, args.out, args.smoke, args.results)
+    runs = run_workbook(args.notebooks, args.out, args.smoke, args.results, jobs=args.jobs)
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:
         print(f"FAILED {r.notebook}: {r.status} (see {r.output})", file=sys.stderr)
