@@ -183,6 +183,7 @@ def test_chapters_run_two_at_a_time_in_order_with_their_own_memory_and_threads(t
     runs = runner.run_workbook(out_dir=tmp_path / "out", smoke=True, notebooks_dir=chapters, jobs=2)
     assert [r.notebook for r in runs] == ["01_demo.ipynb", "02_demo.ipynb"] and all(r.status == "ok" for r in runs)
     assert runs[1].peak_rss_mb - runs[0].peak_rss_mb > 200, "each chapter's peak is its own kernel's"
+    assert "ran 2 at a time" in (tmp_path / "out" / "report.md").read_text()
     threads = str(max(1, (os.cpu_count() or 1) // 2))
     assert all(f"threads {threads}" in nbformat.read(r.output, as_version=4).cells[-1].outputs[0]["text"] for r in runs)
     with pytest.raises(ValueError, match="jobs must be a positive integer"):

@@ -291,8 +291,11 @@ def write_report(
             lines.append(f"| {e['notebook']} | {e['status']} | {e['seconds'] / 60:.1f} | {budget_text} | "
                          f"{'n/a' if rss is None else f'{rss:,.0f}'} |")
         total = sum(e["seconds"] for e in run_log) / 60
-        lines += ["", f"Total: {total:.1f} minutes for {len(run_log)} chapters. Budgets are full-mode minutes on a 2-core "
-                  "laptop; a chapter over budget is a finding to look into, not a failure.", ""]
+        jobs = max(e.get("jobs", 1) for e in run_log)
+        shared = (f" The chapters ran {jobs} at a time, each with a share of the cores: the wall clock was shorter, and a "
+                  "chapter's minutes are not its time alone." if jobs > 1 else "")
+        lines += ["", f"Total: {total:.1f} minutes for {len(run_log)} chapters.{shared} Budgets are full-mode minutes on a "
+                  "2-core laptop; a chapter over budget is a finding to look into, not a failure.", ""]
     lines += ["## Every technique", ""]
     hardware = next((r.hardware for r in results if r.hardware), "")
     if hardware:

@@ -53,6 +53,7 @@ class ChapterRun:
     output: Path
     peak_rss_mb: float | None = None  # the kernel's largest resident memory, sampled every 0.2 s
     budget_minutes: float | None = None
+    jobs: int = 1  # chapters that ran at a time (more than one: its minutes are not its time alone)
 
 
 class PeakMemory:
@@ -161,11 +162,11 @@ def _run_chapters(notebooks: list[Path], out_dir: Path, results_dir: Path, smoke
     # the longest chapters first (by budget), so that parallel runs end together
     queue = sorted(notebooks, key=lambda n: -BUDGET_MINUTES.get(n.stem.split("_")[0], 0)) if jobs > 1 else notebooks
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        done = dict(zip(queue, pool.map(lambda n: _run_chapter(n, out_dir, smoke, timeout_s, threads), queue)))
+        done = dict(zip(queue, pool.map(lambda n: _run_chapter(n, out_dir, smoke, timeout_s, threads, jobs), queue)))
     return [done[n] for n in notebooks]
 
 
-def _run_chapter(notebook: Path, out_dir: Path, smoke: bool, timeout_s: int, threads: int | None) -> ChapterRun:
+def _run_chapter(notebook: Path, out_dir: Path, smoke: bool, timeout_s: int, threads: int | None, jobs: int) -> ChapterRun:
     """Execute one chapter with papermill in a process of its own (so its kernel's memory is its own)."""
     chapter = notebook.stem.split("_")[0]
     output = out_dir / "notebooks" / notebook.name
@@ -188,7 +189,7 @@ def _run_chapter(notebook: Path, out_dir: Path, smoke: bool, timeout_s: int, thr
     budget = None if smoke else BUDGET_MINUTES.get(chapter)
     rss = f", peak memory {memory.megabytes:,.0f} MB" if memory.megabytes else ""
     print(f"  {notebook.name}: {status} in {seconds:.0f} s{rss} -> {output}", flush=True)
-    return ChapterRun(notebook.name, status, seconds, output, memory.megabytes, budget)
+    return ChapterRun(notebook.name, status, seconds, output, memory.megabytes, budget, jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
