@@ -150,6 +150,17 @@ def test_lowest_across_layers_ranks_the_whole_model_and_never_empties_a_layer():
         st.lowest_across_layers(scores, 8)
 
 
+def test_normalizing_per_layer_removes_each_layers_scale_before_a_global_ranking():
+    scores = torch.tensor([[0.3, 0.1, 0.9, 0.5], [0.05, 0.02, 0.01, float("nan")]])
+    normalized = st.normalize_per_layer(scores)
+    assert torch.allclose(normalized[0], scores[0] / scores[0].norm())
+    assert torch.allclose(normalized[1, :3], scores[1, :3] / scores[1, :3].norm()) and torch.isnan(normalized[1, 3])
+    assert torch.allclose(st.normalize_per_layer(scores * torch.tensor([[10.0], [0.1]])), normalized, equal_nan=True), \
+        "a layer's scale does not matter"
+    # raw scores starve layer 1 (its scores are 20x smaller); normalised, each layer keeps its share
+    assert st.lowest_across_layers(normalized, 4) == {0: [0, 1], 1: [2]}
+
+
 def test_torch_pruning_reaches_the_same_shapes_and_leaves_the_model_alone():
     from toolkit.prune.library import torch_pruning_heads_and_ffn
 

@@ -249,12 +249,23 @@ def lowest(scores: torch.Tensor, keep: Mapping[int, int] | int) -> dict[int, lis
 
 
 
+def normalize_per_layer(scores: torch.Tensor) -> torch.Tensor:
+    """Each layer's scores divided by their ℓ2 norm, s_ij / sqrt(Σ_j s_ij²) (NaN entries, absent structures, ignored).
+
+    Michel et al. (2019), after Molchanov et al. (2017), rank heads across layers on these normalised
+    scores (``run_bertology.py``'s default): raw gradient-based scores differ between layers for reasons
+    that have nothing to do with importance (depth, LayerNorm), and normalising removes each layer's scale.
+    """
+    norms = torch.nan_to_num(scores, nan=0.0).norm(dim=1, keepdim=True)  # (layers, 1)
+    return scores / norms.clamp_min(1e-12)
+
+
 def lowest_across_layers(scores: torch.Tensor, keep: int) -> dict[int, list[int]]:
     """Like ``lowest``, but ranked across all layers: the ``keep`` highest scores of the whole model stay.
 
     Layers whose structures score low lose more of them (a per-layer allocation decided by the
     scores); every layer keeps at least its best structure, so the total kept may exceed ``keep``
-    by at most one per layer.
+    by at most one per layer. Pass ``normalize_per_layer(scores)`` to rank as Michel et al. do.
     """
     present = scores[~torch.isnan(scores)]
     if isinstance(keep, bool) or not isinstance(keep, int) or not 0 < keep <= present.numel():
