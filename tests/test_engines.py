@@ -78,6 +78,11 @@ def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     int4 = engines.openvino_classifier(engines.nncf_int4_weights(engines.openvino_model(tiny, batch_of(2, 7)), group_size=32),
                                        tmp_path / "int4.xml")
     assert int4.bytes_on_disk < int8.bytes_on_disk
+    every = engines.openvino_classifier(engines.nncf_int4_weights(engines.openvino_model(tiny, batch_of(2, 7)), group_size=32,
+                                                                  all_layers=True), tmp_path / "int4-all.xml")
+    assert every.bytes_on_disk < int4.bytes_on_disk, "the default keeps the embeddings in int8; all_layers does not"
+    with pytest.raises(ValueError, match="all_layers must be True or False"):
+        engines.nncf_int4_weights(ov_model, all_layers="yes")
     engines.nncf_int4_weights(ov_model, group_size=32)
     assert sorted(op.get_type_name() for op in ov_model.get_ops()) == ops, "neither NNCF call changes the model it is given"
     engines.check_against(int4, tiny, batch_of(3, 9), atol=0.5)
