@@ -56,15 +56,13 @@ def save_quantized(model: torch.nn.Module, path: str | os.PathLike, scale_dtype:
     (float32 or float16); return the file's bytes."""
     if not hasattr(model, "config"):
         raise TypeError("save_quantized needs a transformers model (with a .config) so that it can be rebuilt")
-    names = {str(d).removeprefix("torch."): d for d in SCALE_DTYPES.values()}
     if scale_dtype not in SCALE_DTYPES.values():
-        raise ValueError(f"scale_dtype must be one of torch.{', torch.'.join(names)}; got {scale_dtype!r}")
+        raise ValueError(f"scale_dtype must be one of torch.{', torch.'.join(SCALE_DTYPES)}; got {scale_dtype!r}")
     path = Path(path)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    for name in quantized_layers(model):
-        tensors[f"{name}.weight_q.scale"] = tensors[f"{name}.weight_q.scale"].to(scale_dtype)
     layers = {}
     for name, (kind, spec) in quantized_layers(model).items():
+        tensors[f"{name}.weight_q.scale"] = tensors[f"{name}.weight_q.scale"].to(scale_dtype)
         input_spec = getattr(model.get_submodule(name), "input_spec", None)
         layers[name] = {"kind": kind, "spec": dataclasses.asdict(spec),
                         "input_spec": dataclasses.asdict(input_spec) if input_spec is not None else None}
@@ -73,7 +71,7 @@ def save_quantized(model: torch.nn.Module, path: str | os.PathLike, scale_dtype:
         "format_version": FORMAT_VERSION,
         "config": model.config.to_json_string(use_diff=False),
         "layers": json.dumps(layers, sort_keys=True),
-        "scale_dtype": str(scale_dtype).removeprefix("torch."),
+        "scale_dtype": next(k for k, d in SCALE_DTYPES.items() if d == scale_dtype),
         "sha256": tensors_sha256(tensors),
     }
     return save_safetensors_atomically(tensors, path, metadata)
