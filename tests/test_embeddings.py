@@ -104,3 +104,55 @@ def test_product_quantization_bad_input():
         codebook.product_quantize(torch.randn(300, 32), subvector=4, iterations=0)
     with pytest.raises(ValueError, match="sample_rows must be None or an integer of at least 256"):
         codebook.product_quantize(torch.randn(300, 32), subvector=4, sample_rows=10)
+
+
+def test_retokenized_trimming_spells_unseen_words_with_kept_pieces(small, tokenizer):
+    plain = vocab.task_vocabulary(tokenizer, TRAIN)
+    strong = vocab.task_vocabulary(tokenizer, TRAIN, keep_characters=True)
+    assert set(plain.kept_ids.tolist()) < set(strong.kept_ids.tolist())
+    assert set(vocab.character_ids(tokenizer)) <= set(strong.kept_ids.tolist())
+    new_tokenizer = vocab.trimmed_tokenizer(tokenizer, strong)
+    trimmed = vocab.trim_vocabulary(small, strong, retokenize=True)
+    assert len(new_tokenizer) == len(strong.kept_ids) == trimmed.base_model.embeddings.word_embeddings.num_embeddings
+    # a sentence of kept tokens: the new ids are the kept positions of the old ones, and the logits are the same
+    seen = ["great phone", "the battery works well"]
+    old_ids = tokenizer(seen, padding=True, return_tensors="pt")["input_ids"]
+    new_ids = new_tokenizer(seen, padding=True, return_tensors="pt")["input_ids"]
+    assert torch.equal(new_ids, strong.lookup()[old_ids])
+    torch.testing.assert_close(logits(trimmed, new_tokenizer, seen), logits(small, tokenizer, seen))
+    # an unseen word: the original ids read it as [UNK]; the new tokenizer spells it with kept pieces
+    spelled = new_tokenizer(["great camera"])["input_ids"][0]
+    assert new_tokenizer.unk_token_id not in spelled and len(spelled) > 4
+    assert new_tokenizer.convert_ids_to_tokens(spelled)[:2] == ["[CLS]", "great"]
+    assert isinstance(small.base_model.embeddings.word_embeddings, torch.nn.Embedding), "the original is not changed"
+
+
+def test_frequency_trimming_keeps_tokens_seen_often_enough(tokenizer):
+    examples = TRAIN + [Example("great great phone", 1, "test")]
+    counts = vocab.token_counts(tokenizer, examples)
+    great = tokenizer.convert_tokens_to_ids("great")
+    assert counts[great] == 3 and counts[tokenizer.cls_token_id] == 3 and int(counts.sum()) == sum(
+        len(ids) for ids in tokenizer([e.text for e in examples])["input_ids"])
+    twice = vocab.task_vocabulary(tokenizer, examples, min_count=2)
+    kept = set(twice.kept_ids.tolist())
+    assert great in kept and tokenizer.convert_tokens_to_ids("phone") in kept
+    assert tokenizer.convert_tokens_to_ids("battery") not in kept  # seen once
+    assert set(tokenizer.all_special_ids) <= kept
+    with pytest.raises(ValueError, match="min_count must be a positive integer"):
+        vocab.task_vocabulary(tokenizer, examples, min_count=0)
+
+
+def test_weighted_kmeans_gives_heavy_rows_smaller_errors():
+    torch.manual_seed(0)
+    table = torch.randn(2000, 16)
+    weights = torch.ones(2000)
+    weights[:100] = 200.0  # a few rows that are read very often
+    error = lambda codes, books: ((codebook.decode(codes, books) - table) ** 2).sum(1)  # (rows,)
+    plain = error(*codebook.product_quantize(table, subvector=8, sample_rows=1024))
+    weighted = error(*codebook.product_quantize(table, subvector=8, sample_rows=1024, row_weights=weights))
+    assert weighted[:100].mean() < 0.7 * plain[:100].mean()  # the heavy rows are encoded better ...
+    assert (weights * weighted).sum() < (weights * plain).sum()  # ... and the weighted objective falls
+    with pytest.raises(ValueError, match="row_weights must be"):
+        codebook.product_quantize(table, subvector=8, row_weights=-weights)
+    with pytest.raises(ValueError, match="row_weights needs sample_rows"):
+        codebook.product_quantize(table, subvector=8, sample_rows=None, row_weights=weights)

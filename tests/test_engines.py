@@ -86,3 +86,22 @@ def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     engines.nncf_int4_weights(ov_model, group_size=32)
     assert sorted(op.get_type_name() for op in ov_model.get_ops()) == ops, "neither NNCF call changes the model it is given"
     engines.check_against(int4, tiny, batch_of(3, 9), atol=0.5)
+
+
+def test_onnx_runtime_optimizer_fuses_attention_and_keeps_the_answers(tmp_path, tiny):
+    fp32 = engines.export_onnx(tiny, batch_of(2, 7), tmp_path / "fp32.onnx", eager_attention=True)
+    assert tiny.config._attn_implementation != "eager", "the model given is not changed"
+    optimized = engines.optimize_onnx_bert(fp32, tmp_path / "optimized.onnx", num_heads=4, hidden_size=32)
+    before, after = engines.onnx_operator_counts(fp32), engines.onnx_operator_counts(optimized)
+    assert before.get("Attention", 0) == 0 and after.get("Attention", 0) == 2  # one fused operator per layer
+    assert after.get("EmbedLayerNormalization", 0) == 1 and after.get("SkipLayerNormalization", 0) == 4
+    assert sum(after.values()) < sum(before.values())
+    engines.check_against(engines.onnxruntime_classifier(optimized), tiny, batch_of(3, 9, seed=3), atol=1e-4)
+    int8 = engines.quantize_onnx_dynamic(optimized, tmp_path / "int8.onnx")
+    assert engines.onnx_operator_counts(int8).get("QAttention", 0) == 2  # the quantizer turns the fusions into integer ops
+    engines.check_against(engines.onnxruntime_classifier(int8), tiny, batch_of(4, 10), atol=0.2)
+    assert not list(tmp_path.glob(".*"))  # no staging file left behind
+    with pytest.raises(ValueError, match="num_heads must be a positive integer"):
+        engines.optimize_onnx_bert(fp32, tmp_path / "x.onnx", num_heads=0, hidden_size=32)
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        engines.optimize_onnx_bert(fp32, tmp_path / "x.onnx", num_heads=5, hidden_size=32)

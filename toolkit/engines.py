@@ -22,6 +22,7 @@ wrong order swap the mask and the token types, and accuracy falls to chance).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -90,14 +91,22 @@ class EngineClassifier(torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------- ONNX Runtime
-def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, opset: int = 17) -> Path:
+def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, opset: int = 17,
+                eager_attention: bool = False) -> Path:
     """Export a BERT-layout classifier to ONNX with dynamic batch and sequence axes; returns the path.
 
     The inputs are passed positionally in ``INPUT_NAMES`` order, the order of the model's
     ``forward``; naming them in another order would bind the mask to the token types.
+    ``eager_attention=True`` exports a copy that computes attention step by step (transformers'
+    "eager" implementation) instead of through ``scaled_dot_product_attention``: the graph ONNX
+    Runtime's transformer optimizer knows how to fuse (``optimize_onnx_bert``). The model given is
+    not changed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if eager_attention:
+        model = copy.deepcopy(model)
+        model.set_attn_implementation("eager")
     was_training = model.training
     model.eval()
     args = tuple(batch[name] for name in INPUT_NAMES)  # each (batch, sequence)
@@ -125,6 +134,53 @@ def onnxruntime_classifier(path: str | os.PathLike, threads: int | None = None) 
     wanted = {i.name for i in session.get_inputs()}
     return EngineClassifier(lambda feeds: session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0],
                             f"onnxruntime:{Path(path).name}", [path])
+
+
+def optimize_onnx_bert(source: str | os.PathLike, target: str | os.PathLike, num_heads: int, hidden_size: int) -> Path:
+    """ONNX Runtime's preparation of a BERT graph for quantization, the order its documentation gives:
+
+    0. the model exported with ``export_onnx(..., eager_attention=True)``: the fusions below match
+       the eager attention graph, not the one ``scaled_dot_product_attention`` exports;
+    1. ``quant_pre_process``: symbolic shape inference and graph optimisation of the exported graph,
+       so that every tensor's shape is known (it cannot infer the fused operators of step 2, so it
+       runs first);
+    2. the transformer optimizer (``onnxruntime.transformers.optimizer.optimize_model``, model type
+       "bert"): each layer's MatMul/Add/Softmax chain becomes one ``Attention`` operator, LayerNorm
+       and GELU chains become ``LayerNormalization``/``Gelu``; ``quantize_dynamic`` then turns the
+       fused attention into ``QAttention`` and the other products into integer MatMuls.
+
+    ``num_heads`` and ``hidden_size`` come from the model's config (the optimizer cannot always infer
+    them from the graph). Writes ``target`` atomically; returns it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    for name, value in (("num_heads", num_heads), ("hidden_size", hidden_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer (from the model's config); got {value!r}")
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
+    target = Path(target)
+    shaped = target.with_name(f".{target.name}.shaped-{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with _quiet():
+            quant_pre_process(str(source), str(shaped), auto_merge=True)
+            optimize_model(str(shaped), model_type="bert", num_heads=num_heads, hidden_size=hidden_size).save_model_to_file(str(tmp))
+        os.replace(tmp, target)
+    finally:
+        shaped.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def onnx_operator_counts(path: str | os.PathLike) -> dict[str, int]:
+    """How many nodes of each operator type the ONNX graph at ``path`` holds (e.g. {"Attention": 6, ...})."""
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
 
 
 def quantize_onnx_dynamic(source: str | os.PathLike, target: str | os.PathLike, per_channel: bool = True) -> Path:

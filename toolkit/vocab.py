@@ -15,11 +15,22 @@ per original token, 122 kB for MiniLM) lives inside the model, so every engine t
 runs the remapping too. A sentence whose tokens were all seen gives exactly the original logits;
 a token never seen in training reads as ``[UNK]``. How often that happens on new text is the price,
 and ``unknown_rate`` measures it.
+
+Two stronger forms (``task_vocabulary(..., keep_characters=True)`` with ``retokenize``):
+
+* keep every single-character piece (``a``, ``##a``, ...: about 2,000 rows) besides the task's
+  tokens, and give the model a **tokenizer of its own** whose WordPiece vocabulary is the kept
+  tokens (``trimmed_tokenizer``). A word whose token was dropped is then spelled with the longest
+  kept pieces, down to single characters, instead of becoming ``[UNK]``: nothing is lost outright,
+  but the model reads pieces it rarely saw for that word;
+* keep only the tokens seen at least ``min_count`` times (frequency-based trimming), trading rows
+  for spelled-out words.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -70,18 +81,65 @@ class Vocabulary:
         return torch.where(table < 0, table[self.unk_id], table)
 
 
-def task_vocabulary(tokenizer, examples: Sequence[Example], max_length: int = 64) -> Vocabulary:
-    """The token ids ``examples`` produce (truncated as the classifier truncates), plus every special token."""
+def token_counts(tokenizer, examples: Sequence[Example], max_length: int = 64) -> torch.Tensor:
+    """(V,) how often each token id occurs in ``examples`` (truncated as the classifier truncates)."""
     if not examples:
-        raise ValueError("examples must hold at least one sentence to take the vocabulary from")
-    ids = set(tokenizer.all_special_ids)
+        raise ValueError("examples must hold at least one sentence to count tokens in")
+    counts = torch.zeros(len(tokenizer), dtype=torch.int64)
     for row in tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]:
-        ids.update(row)
+        counts += torch.bincount(torch.tensor(row), minlength=len(tokenizer))
+    return counts
+
+
+def character_ids(tokenizer) -> list[int]:
+    """Ids of every single-character WordPiece token: ``x`` (starts a word) and ``##x`` (continues one)."""
+    return sorted(i for t, i in tokenizer.get_vocab().items() if len(t) == 1 or (t.startswith("##") and len(t) == 3))
+
+
+def task_vocabulary(tokenizer, examples: Sequence[Example], max_length: int = 64, min_count: int = 1,
+                    keep_characters: bool = False) -> Vocabulary:
+    """The token ids ``examples`` produce at least ``min_count`` times (truncated as the classifier
+    truncates), plus every special token, plus every single-character piece if ``keep_characters``."""
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be a positive integer (occurrences in examples); got {min_count!r}")
+    counts = token_counts(tokenizer, examples, max_length)
+    ids = set(tokenizer.all_special_ids) | set(torch.nonzero(counts >= min_count).flatten().tolist())
+    if keep_characters:
+        ids |= set(character_ids(tokenizer))
     return Vocabulary(torch.tensor(sorted(ids)), tokenizer.unk_token_id, len(tokenizer))
 
 
-def trim_vocabulary(model: torch.nn.Module, vocabulary: Vocabulary) -> torch.nn.Module:
-    """A copy of a BERT-layout ``model`` whose word embeddings keep only ``vocabulary.kept_ids``."""
+def trimmed_tokenizer(tokenizer, vocabulary: Vocabulary):
+    """A BERT WordPiece tokenizer over the kept tokens only, numbered 0..V'-1 in ``kept_ids`` order.
+
+    Same normalisation as ``tokenizer`` (lower case, accents, Chinese characters); a word whose
+    token was not kept is split into the longest kept pieces, and becomes ``[UNK]`` only if no
+    split exists (keep single characters to rule that out). Pairs with
+    ``trim_vocabulary(model, vocabulary, retokenize=True)``."""
+    from transformers import BertTokenizer  # the tokenizers-backed WordPiece tokenizer
+
+    if len(tokenizer) != vocabulary.size:
+        raise ValueError(f"vocabulary is for {vocabulary.size} tokens but tokenizer has {len(tokenizer)}")
+    names = tokenizer.convert_ids_to_tokens(vocabulary.kept_ids.tolist())
+    specials = {"unk_token": tokenizer.unk_token, "sep_token": tokenizer.sep_token, "pad_token": tokenizer.pad_token,
+                "cls_token": tokenizer.cls_token, "mask_token": tokenizer.mask_token}
+    missing = [t for t in specials.values() if t not in names]
+    if missing:
+        raise ValueError(f"vocabulary must keep the special tokens; missing {missing}")
+    options = json.loads(tokenizer.backend_tokenizer.normalizer.__getstate__())  # the BertNormalizer's settings
+    return BertTokenizer(vocab={name: i for i, name in enumerate(names)},
+                         do_lower_case=options.get("lowercase", True),
+                         tokenize_chinese_chars=options.get("handle_chinese_chars", True),
+                         strip_accents=options.get("strip_accents"),
+                         model_max_length=tokenizer.model_max_length, **specials)
+
+
+def trim_vocabulary(model: torch.nn.Module, vocabulary: Vocabulary, retokenize: bool = False) -> torch.nn.Module:
+    """A copy of a BERT-layout ``model`` whose word embeddings keep only ``vocabulary.kept_ids``.
+
+    By default the copy reads the original tokenizer's ids (a ``TrimmedEmbedding`` with its lookup).
+    ``retokenize=True`` gives it a plain ``nn.Embedding`` of the kept rows, for the ids of
+    ``trimmed_tokenizer(tokenizer, vocabulary)``."""
     embeddings = model.base_model.embeddings
     table = embeddings.word_embeddings
     if isinstance(table, TrimmedEmbedding):
@@ -89,7 +147,14 @@ def trim_vocabulary(model: torch.nn.Module, vocabulary: Vocabulary) -> torch.nn.
     if table.num_embeddings != vocabulary.size:
         raise ValueError(f"vocabulary is for {vocabulary.size} tokens but the model embeds {table.num_embeddings}")
     result = copy.deepcopy(model)
-    result.base_model.embeddings.word_embeddings = TrimmedEmbedding(table.weight[vocabulary.kept_ids], vocabulary.lookup())
+    rows = table.weight.detach()[vocabulary.kept_ids]  # (V', d)
+    if retokenize:
+        result.base_model.embeddings.word_embeddings = torch.nn.Embedding.from_pretrained(rows.clone(), freeze=False)
+        result.config.vocab_size = len(vocabulary.kept_ids)
+        pad = result.config.pad_token_id
+        result.config.pad_token_id = None if pad is None else int(vocabulary.lookup()[pad])
+    else:
+        result.base_model.embeddings.word_embeddings = TrimmedEmbedding(rows, vocabulary.lookup())
     return result
 
 

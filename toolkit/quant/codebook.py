@@ -53,15 +53,29 @@ def _nearest(x: torch.Tensor, centres: torch.Tensor, chunk: int) -> torch.Tensor
 
 
 def product_quantize(
-    weight: torch.Tensor, subvector: int = 4, iterations: int = 12, seed: int = 0, sample_rows: int | None = 8192
+    weight: torch.Tensor, subvector: int = 4, iterations: int = 12, seed: int = 0, sample_rows: int | None = 8192,
+    row_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learn the codebooks of ``weight`` (V, d) and encode it: returns codes (V, M) uint8 and codebooks (M, 256, subvector).
 
     The codebooks are learned on ``sample_rows`` rows drawn at random (all rows if None), as FAISS
     does: 8,192 rows give each of the 256 centres 32 points on average, and every row is then
     encoded with the learned codebooks.
+
+    ``row_weights`` (V,) makes it *weighted* k-means, which minimises Σ_v w_v ||x_v - ĉ(x_v)||²
+    instead of the plain sum: the sample is drawn with replacement with probability w_v / Σ w
+    (a row drawn twice counts twice, which is what its weight means), so the centres follow the
+    rows that weigh most. With token counts as weights (``vocab.token_counts``), the tokens a task
+    reads often get the most accurate rows. Needs ``sample_rows``.
     """
     _check(weight, subvector)
+    if row_weights is not None:
+        if sample_rows is None:
+            raise ValueError("row_weights needs sample_rows (the size of the weighted sample); got sample_rows=None")
+        if row_weights.shape != (weight.shape[0],) or not bool(torch.isfinite(row_weights).all()) or bool((row_weights < 0).any()) \
+                or int((row_weights > 0).sum()) < CODEBOOK_SIZE:
+            raise ValueError(f"row_weights must be ({weight.shape[0]},) finite, non-negative, with at least {CODEBOOK_SIZE} "
+                             f"positive entries; got shape {tuple(row_weights.shape)}")
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
     if sample_rows is not None and (isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < CODEBOOK_SIZE):
@@ -70,9 +84,20 @@ def product_quantize(
     positions = dim // subvector
     x = weight.detach().float().reshape(rows, positions, subvector).transpose(0, 1).contiguous()  # (M, V, s)
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(rows, generator=generator)
-    sample = x[:, order[: sample_rows or rows]]  # (M, n, s) the rows k-means learns from
-    centres = sample[:, :CODEBOOK_SIZE].clone()  # (M, K, s): K distinct rows to start from
+    if row_weights is None:
+        order = torch.randperm(rows, generator=generator)
+        sample = x[:, order[: sample_rows or rows]]  # (M, n, s) the rows k-means learns from
+        start = order[:CODEBOOK_SIZE]  # K distinct rows to start from
+    else:
+        drawn = torch.multinomial(row_weights.double(), sample_rows, replacement=True, generator=generator)  # (n,)
+        sample = x[:, drawn]  # (M, n, s): a row appears about n·w_v/Σw times
+        first = torch.unique(drawn, sorted=False)
+        start = first[torch.randperm(len(first), generator=generator)]
+        if len(start) < CODEBOOK_SIZE:  # too few distinct rows drawn: complete with other positive-weight rows
+            others = torch.nonzero(row_weights > 0).flatten()
+            start = torch.cat([start, others[~torch.isin(others, start)]])
+        start = start[:CODEBOOK_SIZE]
+    centres = x[:, start].clone()  # (M, K, s)
     chunk = max(1, 2**28 // (rows * CODEBOOK_SIZE * 4))  # positions per distance block: about 256 MiB of float32
     for _ in range(iterations):
         codes = _nearest(sample, centres, chunk)  # (M, n)
@@ -137,13 +162,15 @@ class ProductQuantizedEmbedding(torch.nn.Module):
 
 
 def quantize_word_embeddings(
-    model: torch.nn.Module, subvector: int = 4, iterations: int = 12, seed: int = 0, sample_rows: int | None = 8192
+    model: torch.nn.Module, subvector: int = 4, iterations: int = 12, seed: int = 0, sample_rows: int | None = 8192,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.nn.Module:
-    """A copy of a BERT-layout ``model`` whose word-embedding table is product-quantized (the original is not changed)."""
+    """A copy of a BERT-layout ``model`` whose word-embedding table is product-quantized (the original is not changed);
+    ``row_weights`` (one per token) as in ``product_quantize``."""
     table = model.base_model.embeddings.word_embeddings
     if not isinstance(table, torch.nn.Embedding):
         raise ValueError(f"model's word embeddings must be a torch.nn.Embedding; got {type(table).__name__}")
-    codes, codebooks = product_quantize(table.weight, subvector, iterations, seed, sample_rows)
+    codes, codebooks = product_quantize(table.weight, subvector, iterations, seed, sample_rows, row_weights)
     result = copy.deepcopy(model)
     result.base_model.embeddings.word_embeddings = ProductQuantizedEmbedding(codes, codebooks)
     return result
