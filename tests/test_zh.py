@@ -18,9 +18,9 @@ def notebook_text(path: Path) -> str:
 
 
 def glossary() -> list[tuple[str, str, int]]:
-    """(Chinese, English, chapter) rows of the companion's term table."""
+    """(Chinese, English, chapter) rows of the companion's term table (its fourth column, the article's synonym, is not read)."""
     section = COMPANION.read_text().split("## 术语对照", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \| 第 (\d) 章 \|$", section, re.M)
+    rows = re.findall(r"^\| ([^|]+?) \| ([^|]+?) \| 第 (\d) 章 \|(?: [^|]*\|)?$", section, re.M)  # 4th column: the article's word
     return [(zh, en, int(chapter)) for zh, en, chapter in rows]
 
 

@@ -71,8 +71,9 @@ register(
         },
         answer="b",
         explanations={
-            "a": "Memory traffic halves, but arithmetic needs hardware support: a CPU without "
-            "bf16/fp16 instructions converts every value back to fp32 and can end up slower.",
+            "a": "Memory traffic halves, which alone speeds up work limited by memory bandwidth (an LLM "
+            "generating one token at a time); but the classifier's batched products are limited by arithmetic, "
+            "and a CPU without bf16/fp16 instructions converts every value back to fp32 and can end up slower.",
             "b": "Speed comes from instructions (AVX512-BF16, AMX, AVX512-FP16) as much as from bytes. "
             "The chapter prints this machine's features beside its timings for that reason.",
             "c": "bf16 keeps fp32's 8-bit exponent and drops mantissa bits; a trained classifier's "

@@ -177,7 +177,7 @@ register(
             'a': "No α gives the identity: the unsmoothed model (s = 1) is the baseline. α = 1 moves the activations' whole range; α = 0 does the opposite (s_j = 1 / max|W_:,j| flattens the weight columns).",
             'b': 'The product X Wᵀ is preserved: what the activations lose, the weight columns gain.',
             'c': "It is the other way round: the outlier channels' range moves into the weights.",
-            'd': 'Right: s_j = max|X_j|, so X_j / s_j is at most 1 in every channel, and W_:,j · s_j carries the outliers. Weights quantized per output channel tolerate that better than activations per tensor, up to a point: the sweep shows where α stops helping. In full: Every input channel is divided by its full range, so the activations become flat, and the weight columns are multiplied by those ranges, so the outliers now sit in the weights.',
+            'd': 'Right: s_j = max|X_j|, so X_j / s_j is at most 1 in every channel, and W_:,j · s_j carries the outliers. The weights start flat and have headroom to spare, so they can take some of the range; but an enlarged column raises the maximum of every row, so per-output-channel scales do not isolate it, and at low weight bit widths the migrated range costs accuracy: the sweep shows where α stops helping. In full: Every input channel is divided by its full range, so the activations become flat, and the weight columns are multiplied by those ranges, so the outliers now sit in the weights.',
         },
     )
 )

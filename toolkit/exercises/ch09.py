@@ -135,7 +135,7 @@ register(
         explanations={
             'a': 'Right: the test split shares only part of its vocabulary with 2,100 training sentences, so a trimmed model loses whole words; PQ blurs every row a little but loses none. In full: Trimming sends every unseen word, often the word that carries the sentiment, to [UNK]; PQ keeps an approximate row for every token.',
             'b': 'The chapter compares them at similar bytes; the difference is what is lost, not how much is kept.',
-            'c': 'The tokenizer is unchanged; only the rows of the table differ.',
+            'c': 'Plain trimming keeps the tokenizer; only the rows of the table differ. (Its strong form gives the model a tokenizer of its own that spells unseen words in pieces, and the chapter measures that it loses about as much.)',
             'd': 'No training is involved: k-means only learns the codebooks from the table itself.',
         },
     )
@@ -144,19 +144,19 @@ register(
 register(
     Quiz(
         name='09.ablation',
-        question='In the ablation, removing the distillation stage costs the most accuracy. What does that tell you about the order of the stages?',
+        question='In the ablation, the pipeline without its distillation stage ends several points below the final model (a checked claim). What does that measure?',
         choices={
-            'a': 'nothing: the stages are independent',
-            'b': 'distil right after pruning, and quantize last',
-            'c': 'quantize first, then prune the int8 model',
-            'd': 'distillation should be done after quantization only',
+            'a': 'that the stages are independent, so the order in which they run makes no difference at all',
+            'b': 'what distillation is worth here: int8 of the pruned model ends higher after it',
+            'c': 'that distillation should come after quantization',
+            'd': 'that pruning costs no accuracy',
         },
         answer='b',
         explanations={
-            'a': 'The table shows they interact: int8 of an undistilled pruned model starts from a worse model.',
-            'b': "Right: pruning changes the function and needs training to recover; int8 after calibration changes it little and needs only the final graph. Chapter 5's quantization-aware distillation is the next step. In full: Distil right after pruning (it repairs the damage while the model is still float and trainable), and quantize last (post-training int8 of the final shapes needs only calibration).",
-            'c': 'Pruning an int8 graph would need its scales recomputed; you would pay calibration twice.',
-            'd': 'Without distillation after pruning the model starts int8 from a damaged function.',
+            'a': 'The ablation removes stages and keeps the order of the rest; it never reorders them, so it says nothing about order. And the stages interact: int8 of an undistilled pruned model ends lower than int8 of a distilled one.',
+            'b': "Right: each row removes one stage and keeps the others in place, so its distance to the final model is that stage's worth here. Why the order is prune, distil, then quantize is a separate argument (distillation needs a float model it can train; post-training int8 needs only the final shapes and a calibration set), which this table does not test.",
+            'c': "No row puts distillation after quantization, so the table cannot compare the two orders; distilling a quantized model is chapter 5's quantization-aware training with a teacher.",
+            'd': "The 'without pruning' row differs from the final model in accuracy too; read it.",
         },
     )
 )

@@ -7,9 +7,11 @@ input by s_j and multiply column j of the weight by s_j:
 
     s_j = max|X_j|^α / max|W_{:,j}|^(1-α)
 
-α = 1 moves all of the activations' range into the weights (which are quantized per output channel,
-so a larger column hurts them less); α = 0 does the opposite, flattening the weights' columns at the
-activations' expense. α ≈ 0.5 balances the two. Not smoothing at all (s = 1) is the baseline.
+α = 1 moves all of the activations' range into the weights; α = 0 does the opposite, flattening the
+weights' columns at the activations' expense. α ≈ 0.5 balances the two difficulties (Xiao et al. §4):
+it pays because trained weights start flat and have headroom to spare. Per-output-channel weight scales
+do not isolate an enlarged column j (it raises the maximum of every row), so at low weight bit widths
+the migrated range costs the weights accuracy. Not smoothing at all (s = 1) is the baseline.
 
 Where the division goes: in pre-LayerNorm transformers (OPT, LLaMA) it is folded into the
 LayerNorm before the layer, at no cost. In BERT the LayerNorm's output also feeds the residual
