@@ -46,3 +46,39 @@ def test_every_glossary_term_is_taught_in_the_chapter_it_names():
 
 def test_the_readme_leads_to_the_companion():
     assert "lessons/zh/README.md" in (ROOT / "README.md").read_text()
+
+
+# Variants the glossary rejects (review early-chapters-zh A9, A10): the standard term, not the article's
+# wording or a calque. The companion's "原文用语" column may quote the article's words; nothing else may.
+REJECTED = {
+    "后训练量化": "训练后量化",
+    "比特宽度": "位宽",
+    "日程": "调度（schedule）",
+    "本书": "本手册",
+    "工作手册": "实践手册",
+    "诚实地": "可靠、可比地",
+    "尊重残差": "保证残差连接两端的通道一致",
+    "整数码": "整数（量化编码）",
+}
+
+
+def chinese_texts() -> dict[str, str]:
+    """Every Chinese text a reader meets: each chapter's 中文小结, and the companion without its glossary's synonym column."""
+    texts = {}
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=4).cells
+        texts[path.name] = "\n".join(c.source for c in cells if c.cell_type == "markdown" and CJK.search(c.source))
+    companion = re.sub(r"^(\| [^|]+ \| [^|]+ \| 第 \d 章 \|) [^|]*\|$", r"\1", COMPANION.read_text(), flags=re.M)
+    texts["lessons/zh/README.md"] = companion
+    return texts
+
+
+def test_chinese_texts_use_the_glossary_terms_not_their_rejected_variants():
+    found = [f"{name}: {bad!r} (use {good!r})" for name, text in chinese_texts().items()
+             for bad, good in REJECTED.items() if bad in text]
+    assert not found, "rejected Chinese variants:\n" + "\n".join(found)
+
+
+def test_the_rejected_variants_check_would_catch_one():
+    assert "后训练量化" in COMPANION.read_text()  # quoted once, as the article's word, in the synonym column ...
+    assert "后训练量化" not in chinese_texts()["lessons/zh/README.md"]  # ... which the check leaves out
