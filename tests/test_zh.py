@@ -82,3 +82,13 @@ def test_chinese_texts_use_the_glossary_terms_not_their_rejected_variants():
 def test_the_rejected_variants_check_would_catch_one():
     assert "后训练量化" in COMPANION.read_text()  # quoted once, as the article's word, in the synonym column ...
     assert "后训练量化" not in chinese_texts()["lessons/zh/README.md"]  # ... which the check leaves out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_chapter_opens_with_a_chinese_guide_to_its_article_sections(path):
+    cells = nbformat.read(path, as_version=4).cells
+    guide = [c for c in cells[:3] if c.cell_type == "markdown" and c.source.startswith("### 中文导读")]
+    assert guide, f"{path.name}: no '### 中文导读' cell among the first three cells"
+    text = guide[0].source
+    assert "原文" in text and "lessons/zh/README.md" in text and len(CJK.findall(text)) >= 60, \
+        f"{path.name}: the guide must say what the chapter does, which article section it covers, and link the companion"
