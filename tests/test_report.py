@@ -150,3 +150,49 @@ def test_round_trips_measure_the_reloaded_model_and_record_it(tmp_path, monkeypa
     assert result.extra["same_prediction"] == 1.0 and result.extra["max_logit_diff"] == 0.0
     assert trips.results["bf16"] is result and next(trips.models["bf16"].parameters()).dtype == torch.bfloat16
     assert [r.technique for r in report.load_results(tmp_path / "results")] == ["bf16"]
+
+
+def test_chart_labels_never_overlap_and_the_legend_stays_off_the_data(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    names = ["pipeline-final", "pipeline-mixed-precision", "openvino-int8", "int8-a", "int8-b", "int8-c"]
+    for name in names:
+        monkeypatch.setitem(report.TECHNIQUES, name, "test row")
+    # a crowded front: the points the real report draws on top of each other
+    rows = [make("fp32", 90_000_000, 0.933, 10.0, 450.0), make("bf16", 45_000_000, 0.933, 5.0, 190.0),
+            make("openvino-int8", 23_000_000, 0.931, 2.5, 110.0), make("pipeline-final", 7_800_000, 0.924, 2.0, 36.0),
+            make("pipeline-mixed-precision", 6_300_000, 0.918, 9.0, 146.0), make("int8-a", 12_000_000, 0.930, 3.0, 120.0),
+            make("int8-b", 11_000_000, 0.929, 3.1, 118.0), make("int8-c", 10_000_000, 0.928, 3.2, 116.0)]
+    fig = report.tradeoff_chart(rows, tmp_path / "chart.png")
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log"
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) >= 4  # the fronts and the two baselines are labelled
+        clashes = [(a.get_text(), b.get_text()) for i, a in enumerate(ax.texts) for b in ax.texts[i + 1:]
+                   if a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer))]
+        assert not clashes, f"overlapping labels: {clashes}"
+        legend_box = fig.legends[0].get_window_extent(renderer)
+        assert not legend_box.overlaps(ax.get_window_extent(renderer)), "the legend must sit off the panels"
+    assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_labels_avoid_the_markers_they_could_cover():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    points = [(1.0, 1.0), (1.05, 1.02), (1.1, 1.0), (0.95, 1.03)]
+    ax.scatter(*zip(*points))
+    ax.set_xlim(0.5, 1.5); ax.set_ylim(0.5, 1.5)
+    fig.canvas.draw()
+    notes = report.place_labels(ax, [(x, y, f"point {i}", {}) for i, (x, y) in enumerate(points)], points)
+    renderer = fig.canvas.get_renderer()
+    markers = ax.transData.transform(points)
+    for note in notes:
+        box = note.get_window_extent(renderer)
+        assert not any(box.x0 - 6 < px < box.x1 + 6 and box.y0 - 6 < py < box.y1 + 6 for px, py in markers), note.get_text()
+    plt.close(fig)
