@@ -217,24 +217,23 @@ def place_labels(ax, anchors: Sequence[tuple[float, float, str, dict]], points: 
     def within(box, outer):
         return outer.x0 <= box.x0 and box.x1 <= outer.x1 and outer.y0 <= box.y0 and box.y1 <= outer.y1
 
+    def annotate(x, y, text, style, dx, dy):
+        # the label `dx, dy` points from its marker, aligned away from it; a leader line when far
+        return ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                           ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
+                           va="bottom" if dy > 0 else ("top" if dy < 0 else "center"),
+                           arrowprops=dict(arrowstyle="-", lw=0.5, color="grey") if abs(dx) + abs(dy) > 20 else None, **style)
+
     for x, y, text, style in anchors:
         trials = []
         for dx, dy in LABEL_OFFSETS:
-            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
-                               ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
-                               va="bottom" if dy > 0 else ("top" if dy < 0 else "center"),
-                               arrowprops=dict(arrowstyle="-", lw=0.5, color="grey") if abs(dx) + abs(dy) > 20 else None,
-                               **style)
+            note = annotate(x, y, text, style, dx, dy)
             box = note.get_window_extent(renderer).expanded(1.04, 1.12)
             note.remove()
             free = not any(box.overlaps(b) for b in boxes)
             trials.append((not (free and within(box, frame)), not (free and within(box, page)), len(trials), dx, dy, box))
         *_, dx, dy, box = min(trials)  # inside and free, else free on the figure, else the nearest offset
-        placed.append(ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
-                                  ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
-                                  va="bottom" if dy > 0 else ("top" if dy < 0 else "center"),
-                                  arrowprops=dict(arrowstyle="-", lw=0.5, color="grey") if abs(dx) + abs(dy) > 20 else None,
-                                  **style))
+        placed.append(annotate(x, y, text, style, dx, dy))
         boxes.append(box)
     return placed
 
