@@ -63,6 +63,24 @@ def test_a_pruned_model_computes_the_unpruned_model_without_those_structures(cls
     assert pruned.base_model.encoder.layer[2].attention.output.dense.weight.shape == (32, 16)
 
 
+def test_folding_keeps_a_neuron_with_zero_input_weights_exactly_and_needs_the_fold():
+    model = tiny()
+    removed = {0: [2, 7], 2: [0, 1, 40]}
+    with torch.no_grad():
+        for i, rows in removed.items():
+            layer = st.encoder_layers(model)[i]
+            layer.intermediate.dense.weight[rows] = 0.0  # what group lasso leaves: act(b_in[j]) for every token
+            layer.intermediate.dense.bias[rows] = torch.tensor([0.7, -1.3, 2.0][: len(rows)])
+    folded = st.prune_ffn_(st.prune_structures(model), removed, fold_bias=True)
+    assert st.ffn_sizes(folded) == [62, 64, 61]
+    hidden = lambda m: m.base_model(input_ids=IDS, attention_mask=MASK).last_hidden_state.detach()  # (3, 11, 32)
+    assert torch.allclose(hidden(folded), hidden(model), atol=1e-5)
+    cut = st.prune_structures(model, neurons=removed)  # no fold: the constants are lost
+    assert (hidden(cut) - hidden(model)).abs().max() > 0.01
+    with pytest.raises(ValueError, match="fold_bias must be True or False"):
+        st.prune_ffn_(st.prune_structures(model), removed, fold_bias="yes")
+
+
 def test_macs_and_file_shrink_by_what_was_removed(tmp_path):
     model = tiny()
     pruned = st.prune_structures(model, heads={i: [0, 1] for i in range(3)}, neurons={i: range(32) for i in range(3)})

@@ -115,11 +115,29 @@ def prune_heads_(model: torch.nn.Module, heads: Mapping[int, Iterable[int]]) -> 
     return model
 
 
-def prune_ffn_(model: torch.nn.Module, neurons: Mapping[int, Iterable[int]]) -> torch.nn.Module:
-    """Remove FFN neurons in place: ``neurons`` maps a layer index to the neuron indices to remove."""
+def prune_ffn_(model: torch.nn.Module, neurons: Mapping[int, Iterable[int]], fold_bias: bool = False) -> torch.nn.Module:
+    """Remove FFN neurons in place: ``neurons`` maps a layer index to the neuron indices to remove.
+
+    With ``fold_bias``, each removed neuron j leaves behind the output it has when its input weights
+    are zero: the FFN computes y = W_out · act(W_in x + b_in) + b_out, and a neuron with W_in[j] = 0
+    adds the constant W_out[:, j] · act(b_in[j]) for every token, so
+
+        b_out ← b_out + W_out[:, R] · act(b_in[R])        (R: the removed neurons)
+
+    keeps the layer's output exactly for such neurons (a group-lasso model empties them), and to
+    first order for neurons whose input weights are merely small.
+    """
+    if not isinstance(fold_bias, bool):
+        raise ValueError(f"fold_bias must be True or False; got {fold_bias!r}")
     for index, removed in neurons.items():
         layer = _layer(model, index)
         kept = _kept(layer.intermediate.dense.out_features, removed, "FFN neuron")
+        if fold_bias:
+            gone = torch.ones(layer.intermediate.dense.out_features, dtype=torch.bool)
+            gone[kept] = False  # (f,) True for the removed neurons
+            with torch.no_grad():
+                constant = layer.intermediate.intermediate_act_fn(layer.intermediate.dense.bias[gone])  # (|R|,)
+                layer.output.dense.bias += layer.output.dense.weight[:, gone] @ constant.to(layer.output.dense.weight.dtype)  # (d,)
         layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, kept, dim=0)  # (kept, d)
         layer.output.dense = prune_linear_layer(layer.output.dense, kept, dim=1)  # (d, kept)
     return model
