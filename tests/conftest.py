@@ -17,6 +17,7 @@ os.environ["WORKBOOK_SMOKE"] = "1"
 os.environ.setdefault("WORKBOOK_CACHE", str(ROOT / "build" / "cache"))
 os.environ["WORKBOOK_RESULTS_DIR"] = str(ROOT / "build" / "test-results")
 os.environ.pop("WORKBOOK_MODEL_DIR", None)
+os.environ.pop("WORKBOOK_LANGUAGE", None)  # the tests read the English messages unless they switch
 
 _real_connect = socket.socket.connect
 

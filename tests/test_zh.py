@@ -63,13 +63,29 @@ REJECTED = {
 
 
 def chinese_texts() -> dict[str, str]:
-    """Every Chinese text a reader meets: each chapter's 中文小结, and the companion without its glossary's synonym column."""
+    """Every Chinese text a reader meets: each chapter's Chinese cells, the companion without its glossary's synonym column,
+    and the Chinese quizzes, hints and claim notices."""
     texts = {}
     for path in NOTEBOOKS:
         cells = nbformat.read(path, as_version=4).cells
         texts[path.name] = "\n".join(c.source for c in cells if c.cell_type == "markdown" and CJK.search(c.source))
     companion = re.sub(r"^(\| [^|]+ \| [^|]+ \| 第 \d 章 \|) [^|]*\|$", r"\1", COMPANION.read_text(), flags=re.M)
     texts["lessons/zh/README.md"] = companion
+    from toolkit import claims
+    from toolkit.exercises import zh
+
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                yield from strings(item)
+
+    texts["toolkit/exercises/zh"] = "\n".join(strings(zh.TEXTS))  # the quizzes and hints of language("zh")
+    texts["toolkit/claims.py"] = "\n".join(list(strings(claims.NOTICE["zh"])) + [e.why_zh for e in claims.SPEED_EXPECTATIONS.values()])
     return texts
 
 

@@ -325,8 +325,10 @@ def write_report(
     results_dir: Path | None = None,
     out_path: Path = Path("build/report.md"),
     run_log: Iterable[dict] = (),
+    run_line: str = "",
 ) -> Path:
-    """Gather every record and claim into one Markdown report with the comparison chart."""
+    """Gather every record and claim into one Markdown report with the comparison chart (``run_line``: when, which
+    commit and which mode the chapters ran, written under their table's heading)."""
     from toolkit import claims  # local: claims imports report's helpers
 
     import matplotlib
@@ -341,7 +343,8 @@ def write_report(
     lines = ["# Compression workbook: results", ""]
     run_log = list(run_log)
     if run_log:
-        lines += ["## Chapters run", "", "| notebook | status | minutes | budget (min) | peak memory (MB) |",
+        lines += ["## Chapters run", ""] + ([run_line, ""] if run_line else []) + [
+                  "| notebook | status | minutes | budget (min) | peak memory (MB) |",
                   "| --- | --- | ---: | ---: | ---: |"]
         for e in run_log:
             budget = e.get("budget_minutes")

@@ -4,6 +4,7 @@
     python -m toolkit.runner --smoke         # tiny subsets, as the tests run it
     python -m toolkit.runner 01_overview     # only the chapters named
     python -m toolkit.runner --smoke --jobs 2  # two smoke chapters at a time, one thread each
+    python -m toolkit.runner --readme build/report.md  # copy a full run's minutes into README.md
 
 Each notebook runs in its own kernel with ``notebooks/`` as working directory, the
 ``SMOKE`` parameter injected by papermill, and ``WORKBOOK_RESULTS_DIR`` pointing at the
@@ -146,9 +147,70 @@ def run_workbook(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    path = report.write_report(results_dir, out_dir / "report.md", [r.__dict__ for r in runs])
+    path = report.write_report(results_dir, out_dir / "report.md", [r.__dict__ for r in runs], run_line(smoke, jobs))
     print(f"report: {path}")
     return runs
+
+
+def run_line(smoke: bool, jobs: int) -> str:
+    """One line saying when, from which commit and in which mode the chapters ran (for the report and the README)."""
+    try:
+        commit = subprocess.run(["git", "-C", str(NOTEBOOKS_DIR.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "unknown"
+        changed = subprocess.run(["git", "-C", str(NOTEBOOKS_DIR.parent), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git: a copied folder
+        commit, changed = "unknown", ""
+    return (f"Run: {time.strftime('%Y-%m-%d', time.gmtime())}, commit {commit}{' with local changes' if changed else ''}, "
+            f"{'smoke' if smoke else 'full'} mode, {jobs} chapter{'s' if jobs > 1 else ''} at a time.")
+
+
+# ----------------------------------------------------------------------------- the README's minutes
+README_START = "<!-- chapter-minutes: copied from build/report.md by `python -m toolkit.runner --readme build/report.md`; do not edit -->"
+README_END = "<!-- /chapter-minutes -->"
+
+
+def readme_section(report_text: str) -> str:
+    """The README's block of chapter minutes, copied from a runner's report (``build/report.md``).
+
+    It keeps the report's run line, its table of chapters run (minutes, budget, peak memory), its total and
+    the machine the chapters measured on. A smoke run, a run with a failed
+    chapter or one missing a chapter is refused: the README quotes a full run of the whole workbook.
+    The block can be read back as a report, so regenerating it from itself changes nothing (tested).
+    """
+    lines = report_text.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and ".ipynb |" in line.split("|")[1] + "|"]
+    run = next((line for line in lines if line.startswith("Run: ")), "")
+    machine = next((line for line in lines if line.startswith("Measured on: ")), "")
+    names = [row.split("|")[1].strip() for row in rows]
+    expected = [p.name for p in chapters()]
+    if names != expected:
+        raise ValueError(f"the report must list every chapter once, in order ({', '.join(expected)}); it lists {names or 'none'}")
+    if "full mode" not in run or not machine:
+        raise ValueError("the report must come from a full-mode run of the runner (its 'Run: ... full mode' and 'Measured on:' "
+                         f"lines); got run line {run!r}")
+    failed = [row.split("|")[1].strip() for row in rows if row.split("|")[2].strip() != "ok"]
+    if failed:
+        raise ValueError(f"chapters that did not run to the end cannot be quoted: {', '.join(failed)}")
+    stated = next((line.split()[1] for line in lines if line.startswith("Total: ") and " minutes for " in line), None)
+    total = float(stated) if stated else sum(float(row.split("|")[3]) for row in rows)  # the report's, from unrounded seconds
+    return "\n".join([README_START, "", run, "",
+                      "| notebook | status | minutes | budget (min) | peak memory (MB) |", "| --- | --- | ---: | ---: | ---: |",
+                      *rows, "", f"Total: {total:.1f} minutes for {len(rows)} chapters.", "", machine, "", README_END])
+
+
+def update_readme(report_path: Path, readme_path: Path = NOTEBOOKS_DIR.parent / "README.md") -> str:
+    """Replace the README's block of chapter minutes with the one from ``report_path``; return the block."""
+    block = readme_section(Path(report_path).read_text())
+    text = Path(readme_path).read_text()
+    if text.count(README_START) != 1 or text.count(README_END) != 1:
+        raise ValueError(f"{readme_path} must hold the block's markers once each:\n{README_START}\n{README_END}")
+    before, rest = text.split(README_START)
+    after = rest.split(README_END, 1)[1]
+    tmp = Path(readme_path).with_name(f".{Path(readme_path).name}.tmp-{os.getpid()}")
+    tmp.write_text(before + block + after)
+    os.replace(tmp, readme_path)
+    return block
 
 
 def _run_chapters(notebooks: list[Path], out_dir: Path, results_dir: Path, smoke: bool, timeout_s: int,
@@ -199,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny subsets and few steps, as in the tests")
     parser.add_argument("--results", type=Path, default=None, help="results folder (default: <out>/results)")
     parser.add_argument("--jobs", type=int, default=1, help="chapters at a time (default 1; more only for --smoke)")
+    parser.add_argument("--readme", type=Path, default=None, metavar="REPORT",
+                        help="run nothing: copy the chapter minutes of REPORT (a full run's build/report.md) into README.md")
     args = parser.parse_args(argv)
+    if args.readme is not None:
+        print(update_readme(args.readme))
+        return 0
     if args.jobs > 1 and not args.smoke:
         parser.error("--jobs above 1 needs --smoke: full-mode chapters time their models, and a timing beside "
                      "another chapter measures both")

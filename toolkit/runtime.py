@@ -11,6 +11,9 @@ Folders (each can be moved with an environment variable):
 - ``WORKBOOK_RESULTS_DIR``: one JSON record per technique, gathered into ``build/report.md``
   (default ``build/results`` of the repository, found from the current directory).
 
+``WORKBOOK_LANGUAGE`` (``en`` or ``zh``) chooses the language of the quizzes, hints, exercise checks and
+claim notices (``toolkit.exercises.language("zh")`` does the same inside a session).
+
 A relative path in either variable is taken relative to the repository root, not to the
 current directory: notebooks run from ``notebooks/``, tests and ``make`` from the root, and
 all of them must find the same cache.
@@ -31,6 +34,8 @@ import torch
 CACHE_ENV = "WORKBOOK_CACHE"
 RESULTS_ENV = "WORKBOOK_RESULTS_DIR"
 SMOKE_ENV = "WORKBOOK_SMOKE"
+LANGUAGE_ENV = "WORKBOOK_LANGUAGE"
+LANGUAGES = ("en", "zh")  # the reader-facing messages: quizzes, hints, exercise checks, claim notices
 
 # Loggers whose messages a reader cannot act on: "weights newly initialised" reports for the
 # classification head we are about to train, and sentence-transformers' notices.
@@ -103,6 +108,28 @@ def device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+_language: str | None = None  # set by set_language(); None: read WORKBOOK_LANGUAGE, default English
+
+
+def set_language(code: str) -> str:
+    """Choose the language of the messages a reader meets: ``"en"`` or ``"zh"`` (simplified Chinese)."""
+    if code not in LANGUAGES:
+        raise ValueError(f"language must be one of {', '.join(map(repr, LANGUAGES))}; got {code!r}")
+    global _language
+    _language = code
+    return code
+
+
+def language() -> str:
+    """The language chosen with ``set_language``, else the ``WORKBOOK_LANGUAGE`` environment variable, else ``"en"``."""
+    if _language is not None:
+        return _language
+    code = os.environ.get(LANGUAGE_ENV, "en").strip().lower() or "en"
+    if code not in LANGUAGES:
+        raise ValueError(f"{LANGUAGE_ENV} must be one of {', '.join(LANGUAGES)}; got {code!r}")
+    return code
 
 
 def smoke_mode() -> bool:

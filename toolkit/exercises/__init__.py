@@ -21,6 +21,11 @@ next, so a reader asks for the code only after trying with the idea and the form
 
 Reference solutions and cases live in one module per chapter (``toolkit/exercises/ch01.py``);
 the lesson plans print the same solutions and the tests run them through the same checks.
+
+Every message a reader meets here (titles, hint tiers, quiz questions, choices and explanations,
+the checks' answers) exists in English and in simplified Chinese: ``language("zh")`` switches
+them, as does ``WORKBOOK_LANGUAGE=zh`` set before Jupyter starts. The Chinese texts live in
+``toolkit/exercises/zh/`` (one module per chapter) and use the companion's glossary.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+
+from toolkit import runtime
 
 
 @dataclass(frozen=True)
@@ -88,23 +95,103 @@ def _same(got: Any, expected: Any, rel_tol: float) -> bool:
     return got == expected
 
 
-TIERS = ("idea", "formula", "code")
+TIERS = {"en": ("idea", "formula", "code"), "zh": ("思路", "公式", "代码")}
+
+# Every sentence check, hint and quiz print, in both languages (placeholders filled by str.format).
+MESSAGES = {
+    "en": {
+        "first_hint": "Hint 1 of {n} ({tier}): {text}\n  Stuck? toolkit.exercises.hint({name!r}, level=2) shows the {next}.",
+        "hint": "{title} · hint {level} of {n} ({tier}): {text}",
+        "next_hint": "\n  Next: toolkit.exercises.hint({name!r}, level={level}) shows the {next}.",
+        "bad_level": "level must be 1, 2 or 3 (idea, formula, code); got {level!r}",
+        "not_attempted": "○ {title}: not attempted yet. The chapter goes on with the reference solution; fill in the stub "
+                         "and re-run this cell to check yours.\n  {hint}",
+        "raised": "✘ {title}: calling it with ({args}) raised {error}\n  {hint}\n  The chapter goes on with the reference solution.",
+        "wrong": "✘ {title}: for ({args}) expected {expected!r}, got {got!r}.\n  {hint}\n  The chapter goes on with the reference solution.",
+        "correct": "✔ {title}: correct on all {n} cases.",
+        "unanswered": "○ Quiz {name} not answered yet: set its answer to one of {letters} and re-run this cell.",
+        "not_a_choice": "✘ {answer!r} is not a choice; accepted: {letters}.",
+        "right": "✔ Right. ",
+        "not_quite": "✘ Not quite. ",
+        "think_again": "  Think again, or read the explanation in the lesson plan.",
+    },
+    "zh": {
+        "first_hint": "提示 1/{n}（{tier}）：{text}\n  卡住了？toolkit.exercises.hint({name!r}, level=2) 给出{next}。",
+        "hint": "{title} · 提示 {level}/{n}（{tier}）：{text}",
+        "next_hint": "\n  下一步：toolkit.exercises.hint({name!r}, level={level}) 给出{next}。",
+        "bad_level": "level 只能是 1、2 或 3（思路、公式、代码）；收到的是 {level!r}",
+        "not_attempted": "○ {title}：还没有作答。本章先用参考答案继续运行；补全函数后重新运行本单元即可检查你的答案。\n  {hint}",
+        "raised": "✘ {title}：用 ({args}) 调用时抛出 {error}\n  {hint}\n  本章用参考答案继续运行。",
+        "wrong": "✘ {title}：输入 ({args}) 时应得 {expected!r}，实际得到 {got!r}。\n  {hint}\n  本章用参考答案继续运行。",
+        "correct": "✔ {title}：全部 {n} 个用例正确。",
+        "unanswered": "○ 测验 {name} 还没有作答：把答案设为 {letters} 之一，再运行本单元。",
+        "not_a_choice": "✘ {answer!r} 不是选项；可选：{letters}。",
+        "right": "✔ 正确。",
+        "not_quite": "✘ 不太对。",
+        "think_again": "  再想一想，或阅读教案中的解释。",
+    },
+}
+
+
+def language(code: str | None = None) -> str:
+    """Switch the reader-facing messages to ``code`` (``"en"`` or ``"zh"``) and return the language in use.
+
+    ``language()`` only reports it. The setting covers quizzes, hints, exercise checks and the claims'
+    notices (``toolkit.claims``); the environment variable ``WORKBOOK_LANGUAGE`` sets the default.
+    """
+    return runtime.language() if code is None else runtime.set_language(code)
+
+
+def _say(key: str, **values) -> str:
+    return MESSAGES[runtime.language()][key].format(**values)
+
+
+def _chinese() -> dict:
+    from toolkit.exercises import zh
+
+    return zh.TEXTS
+
+
+def title(exercise: Exercise) -> str:
+    """The exercise's title in the current language."""
+    return _chinese()[exercise.name]["title"] if runtime.language() == "zh" else exercise.title
+
+
+def hints(exercise: Exercise) -> tuple[str, ...]:
+    """The exercise's hint tiers (idea, formula, code) in the current language."""
+    return tuple(_chinese()[exercise.name]["hint"]) if runtime.language() == "zh" else exercise.hint
+
+
+def quiz_text(item: Quiz) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(question, choices, explanations) of a quiz in the current language."""
+    if runtime.language() == "zh":
+        text = _chinese()[item.name]
+        return text["question"], dict(text["choices"]), dict(text["explanations"])
+    return item.question, dict(item.choices), dict(item.explanations)
+
+
+def quiz_markdown(names: list[str]) -> str:
+    """The quizzes ``names`` as numbered Markdown questions with their choices, in the current language."""
+    parts = []
+    for number, name in enumerate(names, 1):
+        question, choices, _ = quiz_text(_lookup(QUIZZES, name, "quiz"))
+        parts.append(f"**{number}. {question}**\n\n" + "\n".join(f"- **{k}.** {v}" for k, v in choices.items()))
+    return "\n\n".join(parts)
 
 
 def _first_hint(exercise: Exercise) -> str:
-    return (f"Hint 1 of {len(exercise.hint)} ({TIERS[0]}): {exercise.hint[0]}\n"
-            f"  Stuck? toolkit.exercises.hint({exercise.name!r}, level=2) shows the {TIERS[1]}.")
+    tiers = TIERS[runtime.language()]
+    return _say("first_hint", n=len(exercise.hint), tier=tiers[0], text=hints(exercise)[0], name=exercise.name, next=tiers[1])
 
 
 def hint(name: str, level: int = 1) -> str:
     """Show tier ``level`` of an exercise's hints (1 the idea, 2 the formula, 3 the code) and return it."""
     exercise = _lookup(EXERCISES, name, "exercise")
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= len(exercise.hint):
-        raise ValueError(f"level must be 1, 2 or 3 (idea, formula, code); got {level!r}")
-    text = exercise.hint[level - 1]
-    more = (f"\n  Next: toolkit.exercises.hint({name!r}, level={level + 1}) shows the {TIERS[level]}."
-            if level < len(exercise.hint) else "")
-    print(f"{exercise.title} · hint {level} of {len(exercise.hint)} ({TIERS[level - 1]}): {text}{more}")
+        raise ValueError(_say("bad_level", level=level))
+    tiers, text = TIERS[runtime.language()], hints(exercise)[level - 1]
+    more = _say("next_hint", name=name, level=level + 1, next=tiers[level]) if level < len(exercise.hint) else ""
+    print(_say("hint", title=title(exercise), level=level, n=len(exercise.hint), tier=tiers[level - 1], text=text) + more)
     return text
 
 
@@ -116,43 +203,38 @@ def check(name: str, attempt: Callable) -> Callable:
         try:
             got = attempt(*args)
         except NotImplementedError:
-            print(
-                f"○ {exercise.title}: not attempted yet. The chapter goes on with the reference "
-                f"solution; fill in the stub and re-run this cell to check yours.\n  {_first_hint(exercise)}"
-            )
+            print(_say("not_attempted", title=title(exercise), hint=_first_hint(exercise)))
             return exercise.reference
         except Exception as error:  # a reader's bug must answer with a hint, not a traceback
-            print(
-                f"✘ {exercise.title}: calling it with ({shown}) raised {type(error).__name__}: {error}\n"
-                f"  {_first_hint(exercise)}\n  The chapter goes on with the reference solution."
-            )
+            print(_say("raised", title=title(exercise), args=shown, error=f"{type(error).__name__}: {error}", hint=_first_hint(exercise)))
             return exercise.reference
         if not _same(got, expected, exercise.rel_tol):
-            print(
-                f"✘ {exercise.title}: for ({shown}) expected {expected!r}, got {got!r}.\n"
-                f"  {_first_hint(exercise)}\n  The chapter goes on with the reference solution."
-            )
+            print(_say("wrong", title=title(exercise), args=shown, expected=expected, got=got, hint=_first_hint(exercise)))
             return exercise.reference
-    print(f"✔ {exercise.title}: correct on all {len(exercise.cases)} cases.")
+    print(_say("correct", title=title(exercise), n=len(exercise.cases)))
     return attempt
 
 
 def quiz(name: str, answer: str | None) -> bool:
     """Say whether ``answer`` (a letter) is right, and why; ``None`` means not answered yet."""
     item = _lookup(QUIZZES, name, "quiz")
+    letters = ", ".join(item.choices)
     if answer is None:
-        print(f"○ Quiz {name} not answered yet: set its answer to one of {', '.join(item.choices)} and re-run this cell.")
+        print(_say("unanswered", name=name, letters=letters))
+        if runtime.language() != "en":  # the chapter's Markdown states the question in English; restate it
+            question, choices, _ = quiz_text(item)
+            print(f"  {question}\n" + "\n".join(f"  {k}. {v}" for k, v in choices.items()))
         return False
     letter = str(answer).strip().lower()
     if letter not in item.choices:
-        print(f"✘ {answer!r} is not a choice; accepted: {', '.join(item.choices)}.")
+        print(_say("not_a_choice", answer=answer, letters=letters))
         return False
     correct = letter == item.answer
-    print(("✔ Right. " if correct else "✘ Not quite. ") + item.explanations.get(letter, ""))
+    _, _, explanations = quiz_text(item)
+    print(_say("right" if correct else "not_quite") + explanations.get(letter, ""))
     if not correct:
-        print(f"  Think again, or read the explanation in the lesson plan.")
+        print(_say("think_again"))
     return correct
-
 
 
 def compare_guess(guess: dict[str, Any], measured: dict[str, Any], rel_tol: float = 0.25) -> str:
@@ -166,22 +248,29 @@ def compare_guess(guess: dict[str, Any], measured: dict[str, Any], rel_tol: floa
         raise ValueError(f"guess must be a dict with the keys {sorted(measured)}; got {guess!r}")
     if not 0 < rel_tol < 1:
         raise ValueError(f"rel_tol must be between 0 and 1; got {rel_tol!r}")
+    zh = runtime.language() == "zh"
     if all(value is None for value in guess.values()):
-        return ("○ **No guess written.** Next time, fill in the guess cell before running the experiment: "
+        return ("○ **没有写下猜测。** 下次请先在猜测单元里填好再运行实验：写下来的预测，才让测量真正教会你东西。" if zh else
+                "○ **No guess written.** Next time, fill in the guess cell before running the experiment: "
                 "a prediction you wrote down is what makes the measurement teach you something.")
     lines = []
     for key, truth in measured.items():
         said = guess[key]
         if said is None:
-            lines.append(f"- `{key}`: no guess; measured **{truth}**.")
+            lines.append(f"- `{key}`：没有猜测；测得 **{truth}**。" if zh else f"- `{key}`: no guess; measured **{truth}**.")
         elif isinstance(truth, (int, float)) and not isinstance(truth, bool) and isinstance(said, (int, float)):
             close = abs(said - truth) <= rel_tol * abs(truth)
-            lines.append(f"- `{key}`: you guessed {said}, measured **{truth}**: " + ("✔ close." if close else
-                         f"✘ {'too high' if said > truth else 'too low'}; what did the guess leave out?"))
+            if zh:
+                lines.append(f"- `{key}`：你猜 {said}，测得 **{truth}**：" + ("✔ 很接近。" if close else
+                             f"✘ {'偏高' if said > truth else '偏低'}；你的猜测漏掉了什么？"))
+            else:
+                lines.append(f"- `{key}`: you guessed {said}, measured **{truth}**: " + ("✔ close." if close else
+                             f"✘ {'too high' if said > truth else 'too low'}; what did the guess leave out?"))
         else:
             right = str(said).strip().lower() == str(truth).strip().lower()
-            lines.append(f"- `{key}`: you guessed {said!r}, measured **{truth!r}**: " + ("✔ right." if right else "✘ not this time."))
-    return "**Your prediction against the measurement**\n\n" + "\n".join(lines)
+            lines.append(f"- `{key}`：你猜 {said!r}，测得 **{truth!r}**：" + ("✔ 猜对了。" if right else "✘ 这次没猜中。") if zh else
+                         f"- `{key}`: you guessed {said!r}, measured **{truth!r}**: " + ("✔ right." if right else "✘ not this time."))
+    return ("**你的预测与测量结果**\n\n" if zh else "**Your prediction against the measurement**\n\n") + "\n".join(lines)
 
 
 def _load_chapters() -> None:

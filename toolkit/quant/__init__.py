@@ -10,6 +10,7 @@
 - ``ptq``      quantize_weights: a copy of a model with its layers swapped
 - ``fileformat`` save_quantized / load_quantized: one safetensors file, checked on load
 - ``backends`` run stored int8 codes on torch's / torchao's int8 kernels
+- ``integer``  what an int8 engine computes: the integer product, the zero-point correction, requantization
 - ``qat``      straight-through fake quantization, LSQ, QATLinear, prepare_qat / convert
 - ``sensitivity`` where error comes from: one-layer scans, Hessian traces, error through the blocks
 - ``mixed``    one spec per layer: bytes per option, the knapsack under a budget, quantize_mixed
@@ -22,7 +23,7 @@ from toolkit.quant.error import max_error, mse, sqnr_db
 from toolkit.quant.observers import OBSERVERS, make_observer
 from toolkit.quant.packing import pack, packed_bytes, unpack
 from toolkit.quant.spec import QuantSpec
-from toolkit.quant import backends, fileformat, modules, ptq, qat, storage  # noqa: E402,F401
+from toolkit.quant import backends, fileformat, integer, modules, ptq, qat, storage  # noqa: E402,F401
 from toolkit.quant.fileformat import load_quantized, save_quantized  # noqa: E402
 from toolkit.quant.ptq import quantize_weights  # noqa: E402
 
