@@ -8,7 +8,9 @@ The folder holds everything needed to classify sentences, and nothing from this 
   where NNCF quantized them), run by OpenVINO (``save_openvino``);
 - the tokenizer's files (``tokenizer.json``, ``vocab.txt``, ...) from ``tokenizer.save_pretrained``;
 - ``artifact.json``: the format, the runtime and dtype to run in, the truncation length, the labels, and the
-  SHA-256 and size of every file (checked on every load);
+  SHA-256 and size of every file (checked on every load). The hashes sit in the same folder, so they detect a
+  corrupted or truncated copy, not tampering: whoever can change a file can change ``artifact.json`` too
+  (a signature from outside the folder would be needed for that);
 - ``README.md``: a model card (what the model is, how it was compressed, what was measured where,
   and its limits).
 

@@ -101,6 +101,12 @@ def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, op
     "eager" implementation) instead of through ``scaled_dot_product_attention``: the graph ONNX
     Runtime's transformer optimizer knows how to fuse (``optimize_onnx_bert``). The model given is
     not changed.
+
+    This uses the TorchScript-based exporter (``dynamo=False``), which PyTorch has deprecated in favour of
+    ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export`` path). It is kept because the graph it
+    writes is the one ONNX Runtime's BERT fusion patterns and OpenVINO were checked against here; its
+    deprecation warning is silenced (``_quiet``) so that a chapter's output stays readable, not because it
+    does not apply.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

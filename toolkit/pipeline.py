@@ -8,8 +8,9 @@ Only the distillation takes minutes, so its result is cached like the fine-tuned
 (``toolkit.models``): a folder named after the SHA-256 of everything the weights depend on (the
 classifier's cache key, the kept heads and neurons, the dropped layers, the scoring sentences and
 the training configuration), written atomically, with the SHA-256 of its weights checked on every
-load. A changed or truncated cache is reported and rebuilt, never used. Chapter 8's schedules
-(iterative or gradual pruning) can join as another ``method`` of the same stage.
+load. A changed or truncated cache is reported and rebuilt, never used. Chapter 8's unstructured
+schedules enter chapter 9 as a separate comparison (its notebook prunes the distilled student with
+them), not as a stage of this cache.
 """
 
 from __future__ import annotations

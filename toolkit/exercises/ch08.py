@@ -112,16 +112,16 @@ register(
         question='After fine-tuning with an L2 penalty, hardly any weight is exactly zero; with L1 many are close to it. Why?',
         choices={
             'a': 'L2 is weaker than L1 at every strength λ',
-            'b': "L2's gradient 2λw fades near zero; L1's pull λ·sign(w) does not",
+            'b': "L2's gradient λw fades near zero; L1's pull λ·sign(w) does not",
             'c': 'AdamW undoes the L2 penalty but not the L1 penalty',
             'd': 'L1 penalises large weights more than L2 does',
         },
         answer='b',
         explanations={
             'a': "Strength is λ's job; at any λ the L2 pull vanishes near zero, which is the point.",
-            'b': 'Right: the weight histograms show it, and the proximal step (Exercise 8.3) lands weights exactly on zero. In full: The gradient of λw² is 2λw: it fades as w approaches zero, so the pull stops before zero. The subgradient of λ|w| is λ·sign(w): the same pull at every size, so small weights are pushed all the way.',
+            'b': 'Right: the weight histograms show it, and the proximal step (Exercise 8.3) lands weights exactly on zero. In full: The gradient of λ/2·w² is λw: it fades as w approaches zero, so the pull stops before zero. The subgradient of λ|w| is λ·sign(w): the same pull at every size, so small weights are pushed all the way.',
             'c': 'The chapter applies both penalties as proximal steps after the AdamW step, so AdamW never rescales or undoes either; the difference is in the penalties themselves.',
-            'd': 'The opposite: w² grows faster than |w| for |w| > 1/2, so L2 punishes large weights more.',
+            'd': 'The opposite: L2\'s pull λw is stronger than L1\'s λ for |w| > 1, so L2 punishes large weights more.',
         },
     )
 )

@@ -1,4 +1,8 @@
-"""Convolution filter pruning (Li et al. 2017) that respects residual connections.
+"""Convolution filter pruning (L1 norms, Li et al. 2017) that respects residual connections.
+
+Li et al. pruned only the first convolution of each residual block and left the residual stream
+alone; pruning the stream as one coupled group, as here, is the practice of DepGraph (Fang et al.
+2023, the Torch-Pruning library).
 
 A convolution's *filter* c is its weight slice W[c] (in_channels, k, k): it produces output
 channel c. Removing filter c removes that channel, so three things must shrink together:
@@ -18,7 +22,10 @@ The L1 criterion scores channel c of a group by the filters that write it:
 
     s_c = Σ_{writers W} ||W[c]||_1
 
-and keeps the highest-scoring channels. This module knows the layout of ``transformers``'
+and keeps the highest-scoring channels. Every convolution here is followed by BatchNorm, which rescales
+each channel by γ / σ, so a filter's L1 norm does not measure the channel's output: BatchNorm's |γ|
+(Network Slimming, Liu et al. 2017) or |γ| / σ · ||W[c]||_1 are the usual scores in BatchNorm networks.
+The L1 norm is kept here because it is the article's criterion and the simplest. This module knows the layout of ``transformers``'
 ``ResNetForImageClassification`` with basic blocks; ``prune_filters`` returns a pruned copy,
 ``prune_filters_`` changes the model it is given.
 """

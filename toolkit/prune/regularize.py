@@ -3,7 +3,7 @@
 Added to the task loss L with a strength λ:
 
     L1 (lasso):        λ Σ |w|            subgradient λ·sign(w): a constant pull, so small weights reach 0
-    L2 (weight decay): λ Σ w²             gradient 2λw: a pull proportional to w, so weights shrink but rarely reach 0
+    L2 (weight decay): λ/2 Σ w²           gradient λw: a pull proportional to w, so weights shrink but rarely reach 0
     group lasso:       λ Σ_g ||w_g||₂     the L1 of group norms: whole groups (an FFN neuron's row, a head's rows) reach 0
 
 Plain gradient descent with an L1 term oscillates around zero instead of landing on it; the

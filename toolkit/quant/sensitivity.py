@@ -37,9 +37,12 @@ from toolkit.quant.spec import QuantSpec
 
 def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], parameters: Sequence[torch.Tensor], probes: int = 8,
                      seed: int = 0) -> list[float]:
-    """Estimate Tr(H) of ``loss_fn()`` for each tensor in ``parameters`` (the Hessian block of that tensor).
+    """Estimate Tr(H_ii) of ``loss_fn()`` for each tensor i in ``parameters`` (the diagonal block of that tensor).
 
-    ``loss_fn`` recomputes the loss (a scalar) from the current parameters; every probe draws a fresh
+    One probe draws a Rademacher vector v_i per tensor and multiplies the *full* Hessian by the concatenated
+    vector (one ``autograd.grad`` over all tensors): (H v)_i = Σ_j H_ij v_j, so v_iᵀ(H v)_i = v_iᵀH_ii v_i + Σ_(j≠i)
+    v_iᵀH_ij v_j. The cross terms average to zero (independent probes), so each estimate stays unbiased, but they
+    add variance: part of why a few traces come out negative with few probes. ``loss_fn`` recomputes the loss (a scalar) from the current parameters; every probe draws a fresh
     Rademacher vector per tensor and costs one forward and two backward passes. Returns one estimate
     per tensor, the mean of ``probes`` samples of vᵀHv (attention runs on PyTorch's plain "math" kernel, which
     can be differentiated twice).
@@ -58,7 +61,7 @@ def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], parameters: Sequence[t
             loss = loss_fn()
         grads = torch.autograd.grad(loss, parameters, create_graph=True)
         vs = [(torch.randint(0, 2, p.shape, generator=generator) * 2 - 1).to(p.dtype).to(p.device) for p in parameters]
-        hvs = torch.autograd.grad(grads, parameters, grad_outputs=vs)  # H v for each tensor's block
+        hvs = torch.autograd.grad(grads, parameters, grad_outputs=vs)  # (H v)_i = Σ_j H_ij v_j: the full Hessian
         for i, (v, hv) in enumerate(zip(vs, hvs)):
             totals[i] += float((v * hv).sum())
     return [t / probes for t in totals]

@@ -15,8 +15,12 @@ the migrated range costs the weights accuracy. Not smoothing at all (s = 1) is t
 
 Where the division goes: in pre-LayerNorm transformers (OPT, LLaMA) it is folded into the
 LayerNorm before the layer, at no cost. In BERT the LayerNorm's output also feeds the residual
-connection, so it cannot absorb the division; here each smoothed layer multiplies its input by
-1/s (``ScaledInput``), an element-wise step a deployment fuses into the quantize operation.
+connection, so it cannot absorb the division for query, key, value and FFN-in; FFN-out reads GELU's
+output, which no linear step precedes. The attention-output layer is the exception: its input, the
+attention context, is a weighted average of the value vectors, so 1/s folds exactly into the value
+projection's output rows and bias, free in deployment. Here every smoothed layer multiplies its input
+by 1/s (``ScaledInput``) for simplicity, an element-wise step a deployment fuses into the quantize
+operation.
 """
 
 from __future__ import annotations
