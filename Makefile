@@ -1,6 +1,7 @@
 # The workbook's two everyday commands (see README.md):
 #   make workbook   run every chapter in full mode -> build/notebooks/, build/report.md
 #   make test       run the whole test suite (unit, property, notebooks in smoke mode)
+#   make test-fast  the quick loop while editing: every test except the `slow` ones (the smoke workbook, the browser)
 #   make html       the executed chapters and the report as static HTML -> build/html/ (after make workbook)
 #   make lab        JupyterLab on notebooks/ (the workbook's kernel, no pop-ups)
 #   make browser-test   only the browser test: the chapters in JupyterLab in Chromium (part of make test)
@@ -19,7 +20,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export WORKBOOK_CACHE ?= $(CURDIR)/build/cache
 export WORKBOOK_RESULTS_DIR ?= $(CURDIR)/build/results
 
-.PHONY: workbook test browser-test lab smoke html install clean
+.PHONY: workbook test test-fast browser-test lab smoke html install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +52,9 @@ smoke: $(STAMP)
 
 test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 browser-test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest -m browser
