@@ -64,7 +64,13 @@ def test_openvino_runs_a_pruned_model_and_measure_treats_it_like_pytorch(tmp_pat
 def test_nncf_int8_and_int4_weights(tmp_path, tiny):
     ov_model = engines.openvino_model(tiny, batch_of(2, 7))
     ops = sorted(op.get_type_name() for op in ov_model.get_ops())
-    int8 = engines.openvino_classifier(engines.nncf_int8(ov_model, [batch_of(4, 8, seed=s) for s in range(3)]), tmp_path / "int8.xml")
+    quantized = engines.nncf_int8(ov_model, [batch_of(4, 8, seed=s) for s in range(3)])
+    quantized_ops = [op.get_type_name() for op in quantized.get_ops()]
+    assert "FakeQuantize" not in ops and quantized_ops.count("FakeQuantize") >= 6, \
+        "NNCF's int8 graph quantizes the inputs of the linear layers (at least q, k, v, out, FFN in and out of a layer)"
+    int8_constants = [op for op in quantized.get_ops() if op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")]
+    assert len(int8_constants) >= 6, "and stores their weights as 8-bit constants"
+    int8 = engines.openvino_classifier(quantized, tmp_path / "int8.xml")
     tiny.train()
     engines.check_against(int8, tiny, batch_of(3, 9), atol=0.3)
     assert tiny.training, "check_against restores the model's mode"

@@ -149,6 +149,16 @@ def test_compare_latency_alternates_and_gives_the_ratio_with_its_spread():
         measure.compare_latency(slow, fast, batch, rounds=0)
 
 
+@pytest.mark.parametrize("correct, n", [(420, 450), (225, 450), (449, 450), (3, 10), (64, 64), (0, 10)])
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_wilson_interval_equals_scipys(correct, n, confidence):
+    from scipy.stats import binomtest
+
+    expected = binomtest(correct, n).proportion_ci(confidence_level=confidence, method="wilson")
+    lo, hi = measure.accuracy_interval(correct / n, n, confidence)
+    assert lo == pytest.approx(expected.low, abs=1e-12) and hi == pytest.approx(expected.high, abs=1e-12)
+
+
 def test_wilson_interval_matches_the_formula_and_the_edges():
     lo, hi = measure.accuracy_interval(0.933, 450)
     assert 0.905 < lo < 0.91 and 0.952 < hi < 0.956  # about +-2.4 points at 93% on 450 sentences
