@@ -58,7 +58,9 @@ def test_openvino_runs_a_pruned_model_and_measure_treats_it_like_pytorch(tmp_pat
     compiled = engines.openvino_classifier(engines.openvino_model(pruned, batch_of(2, 7)), tmp_path / "pruned.xml")
     engines.check_against(compiled, pruned, batch_of(3, 11), atol=1e-4)  # f32 by default: no silent bf16
     comparison = measure.compare_latency(pruned, compiled, batch_of(2, 8), rounds=2, warmup=1)
-    assert comparison.ratio > 0 and compiled.bytes_on_disk > 0
+    assert (comparison.rounds, comparison.workload) == (2, "batch 2 x 8 tokens"), "the engine is timed like a PyTorch model"
+    assert comparison.candidate_ms > 0 and comparison.ratio_p10 <= comparison.ratio <= comparison.ratio_p90  # the median of the rounds' ratios
+    assert compiled.bytes_on_disk == sum(p.stat().st_size for p in compiled.files), "its files, as written"
 
 
 def test_nncf_int8_and_int4_weights(tmp_path, tiny):
