@@ -1,6 +1,6 @@
 # The workbook's two everyday commands (see README.md):
 #   make workbook   run every chapter in full mode -> build/notebooks/, build/report.md
-#   make test       run the whole test suite (unit, property, notebooks in smoke mode)
+#   make test       ruff check (pyproject.toml [tool.ruff]), then the whole test suite (unit, property, notebooks in smoke mode)
 #   make test-fast  the quick loop while editing: every test except the `slow` ones (the smoke workbook, the browser)
 #   make html       the executed chapters and the report as static HTML -> build/html/ (after make workbook)
 #   make lab        JupyterLab on notebooks/ (the workbook's kernel, no pop-ups)
@@ -51,9 +51,11 @@ smoke: $(STAMP)
 	$(PY) -m toolkit.runner --out build/smoke --smoke --jobs 2
 
 test: $(STAMP) $(CHROMIUM_STAMP)
+	$(PY) -m ruff check toolkit tests
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
+	$(PY) -m ruff check toolkit tests
 	$(PY) -m pytest -m "not slow"
 
 browser-test: $(STAMP) $(CHROMIUM_STAMP)

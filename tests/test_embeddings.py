@@ -147,7 +147,8 @@ def test_weighted_kmeans_gives_heavy_rows_smaller_errors():
     table = torch.randn(2000, 16)
     weights = torch.ones(2000)
     weights[:100] = 200.0  # a few rows that are read very often
-    error = lambda codes, books: ((codebook.decode(codes, books) - table) ** 2).sum(1)  # (rows,)
+    def error(codes, books):
+        return ((codebook.decode(codes, books) - table) ** 2).sum(1)  # (rows,)
     plain = error(*codebook.product_quantize(table, subvector=8, sample_rows=1024))
     weighted = error(*codebook.product_quantize(table, subvector=8, sample_rows=1024, row_weights=weights))
     assert weighted[:100].mean() < 0.7 * plain[:100].mean()  # the heavy rows are encoded better ...

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-import torch
 
 from toolkit import claims, exercises, runtime
 from toolkit.exercises import zh

@@ -7,7 +7,6 @@ output carries library noise that nobody has accounted for. (nbval can still che
 notebook by hand: ``pytest --nbval-lax --nbval-current-env notebooks/02_*.ipynb``.)
 """
 
-import json
 import os
 import re
 import time

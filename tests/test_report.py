@@ -187,7 +187,8 @@ def test_labels_avoid_the_markers_they_could_cover():
     fig, ax = plt.subplots(figsize=(4, 3))
     points = [(1.0, 1.0), (1.05, 1.02), (1.1, 1.0), (0.95, 1.03)]
     ax.scatter(*zip(*points))
-    ax.set_xlim(0.5, 1.5); ax.set_ylim(0.5, 1.5)
+    ax.set_xlim(0.5, 1.5)
+    ax.set_ylim(0.5, 1.5)
     fig.canvas.draw()
     notes = report.place_labels(ax, [(x, y, f"point {i}", {}) for i, (x, y) in enumerate(points)], points)
     renderer = fig.canvas.get_renderer()

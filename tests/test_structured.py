@@ -73,7 +73,9 @@ def test_folding_keeps_a_neuron_with_zero_input_weights_exactly_and_needs_the_fo
             layer.intermediate.dense.bias[rows] = torch.tensor([0.7, -1.3, 2.0][: len(rows)])
     folded = st.prune_ffn_(st.prune_structures(model), removed, fold_bias=True)
     assert st.ffn_sizes(folded) == [62, 64, 61]
-    hidden = lambda m: m.base_model(input_ids=IDS, attention_mask=MASK).last_hidden_state.detach()  # (3, 11, 32)
+    def hidden(m):
+        return m.base_model(input_ids=IDS, attention_mask=MASK).last_hidden_state.detach()  # (3, 11, 32)
+
     assert torch.allclose(hidden(folded), hidden(model), atol=1e-5)
     cut = st.prune_structures(model, neurons=removed)  # no fold: the constants are lost
     assert (hidden(cut) - hidden(model)).abs().max() > 0.01

@@ -22,7 +22,7 @@ from toolkit import runtime
 runtime.quiet_third_party()  # before transformers is imported by the modules below
 runtime.import_torchao_quietly()  # its CPU-build notices are harmless; later imports print nothing
 
-from toolkit import activations, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402
+from toolkit import activations, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402,F401  (the package's map)
 from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
 
 __all__ = ["activations", "claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train", "widgets"]

@@ -69,7 +69,7 @@ def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
     for heading in ("compression", "measurements", "limits"):
         if card.get(heading):
             lines += [f"## {heading.capitalize()}", "", card[heading].strip(), ""]
-    lines += ["## Use", "", "```python", "import toolkit.deploy", f"classifier = toolkit.deploy.load(\"<this folder>\")",
+    lines += ["## Use", "", "```python", "import toolkit.deploy", "classifier = toolkit.deploy.load(\"<this folder>\")",
               "classifier.predict([\"great phone\", \"awful battery\"])", "```", ""]
     return "\n".join(lines)
 
