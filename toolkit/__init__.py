@@ -15,6 +15,7 @@ One module, one idea:
 - ``exercises`` checks with hints; an untouched stub falls back to the reference
 - ``widgets``   interactive explorers (logic testable without a browser)
 - ``runner``    runs every chapter with papermill and writes ``build/report.md``
+- ``index``     where each function is taught: ``lessons/toolkit-index.md``, generated from the chapters
 """
 
 from toolkit import runtime
