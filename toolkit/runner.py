@@ -179,7 +179,7 @@ def readme_section(report_text: str) -> str:
     The block can be read back as a report, so regenerating it from itself changes nothing (tested).
     """
     lines = report_text.splitlines()
-    rows = [line for line in lines if line.startswith("| ") and ".ipynb |" in line.split("|")[1] + "|"]
+    rows = [line for line in lines if line.startswith("| ") and line.split("|")[1].strip().endswith(".ipynb")]
     run = next((line for line in lines if line.startswith("Run: ")), "")
     machine = next((line for line in lines if line.startswith("Measured on: ")), "")
     names = [row.split("|")[1].strip() for row in rows]
