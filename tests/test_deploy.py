@@ -62,13 +62,13 @@ def test_a_changed_or_incomplete_artifact_is_refused(tmp_path, classifier_model,
     deploy.save(classifier_model, tokenizer, folder)
     with open(folder / "tokenizer.json", "a") as f:
         f.write(" ")
-    with pytest.raises(deploy.ArtifactError, match="tokenizer.json changed since the artifact was written"):
+    with pytest.raises(deploy.ArtifactError, match="tokenizer.json is truncated or changed since it was written"):
         deploy.load(folder)
     deploy.save(classifier_model, tokenizer, folder, overwrite=True)
     (folder / "model.safetensors").unlink()
     with pytest.raises(deploy.ArtifactError, match="model.safetensors is missing"):
         deploy.load(folder)
-    with pytest.raises(deploy.ArtifactError, match="no artifact.json"):
+    with pytest.raises(deploy.ArtifactError, match="has no manifest.json"):
         deploy.load(tmp_path)
 
 
@@ -95,7 +95,7 @@ def test_command_line_classifies_and_reports_errors(tmp_path, classifier_model, 
     assert [line["text"] for line in lines] == TEXTS[:2] and {line["label"] for line in lines} <= {"negative", "positive"}
     missing = subprocess.run([sys.executable, "-m", "toolkit.deploy", str(tmp_path / "nothing"), "hi"],
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert missing.returncode == 2 and "no artifact.json" in missing.stderr
+    assert missing.returncode == 2 and "does not exist (expected a compression-workbook/classifier-artifact folder)" in missing.stderr
 
 
 def test_edge_inputs_empty_long_and_non_string(tmp_path, classifier_model, tokenizer):
@@ -133,7 +133,7 @@ def test_openvino_artifact_round_trip_and_fresh_process(tmp_path, classifier_mod
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(deploy.ArtifactError, match="model.bin changed"):
+    with pytest.raises(deploy.ArtifactError, match="model.bin is truncated or changed"):
         deploy.load(tmp_path / "ov")
     with pytest.raises(ValueError, match="labels must be a list of at least two label names"):
         deploy.save_openvino(ov_model, tokenizer, tmp_path / "x", labels="positive")
@@ -142,13 +142,32 @@ def test_openvino_artifact_round_trip_and_fresh_process(tmp_path, classifier_mod
 def test_a_foreign_manifest_is_refused(tmp_path, classifier_model, tokenizer):
     folder = tmp_path / "artifact"
     deploy.save(classifier_model, tokenizer, folder)
-    manifest = json.loads((folder / "artifact.json").read_text())
-    (folder / "artifact.json").write_text(json.dumps(manifest | {"format": "someone-else/model"}))
-    with pytest.raises(deploy.ArtifactError, match="not a compression-workbook/classifier-artifact v1 artifact"):
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["format"] == "compression-workbook/classifier-artifact" and manifest["version"] == 2
+    path.write_text(json.dumps(manifest | {"format": "someone-else/model"}))
+    with pytest.raises(deploy.ArtifactError, match="is not a compression-workbook/classifier-artifact folder"):
         deploy.load(folder)
-    (folder / "artifact.json").write_text(json.dumps(manifest | {"runtime": "tensorrt"}))
+    path.write_text(json.dumps(manifest | {"runtime": "tensorrt"}))
     with pytest.raises(deploy.ArtifactError, match="runtime 'tensorrt' is not one of torch, openvino"):
         deploy.load(folder)
-    (folder / "artifact.json").write_text("{not json")
-    with pytest.raises(deploy.ArtifactError, match="artifact.json is not valid JSON"):
+    path.write_text("{not json")
+    with pytest.raises(deploy.ArtifactError, match="manifest.json is not valid JSON"):
+        deploy.load(folder)
+    files = dict(manifest["files"])
+    path.write_text(json.dumps(manifest | {"files": {k: v for k, v in files.items() if k != "model.safetensors"}}))
+    with pytest.raises(deploy.ArtifactError, match="does not list model.safetensors, which the torch runtime reads"):
+        deploy.load(folder)
+    path.write_text(json.dumps(manifest | {"files": files | {"../secret": files["README.md"]}}))
+    with pytest.raises(deploy.ArtifactError, match="a path outside the folder"):
+        deploy.load(folder)
+    path.write_text(json.dumps(manifest | {"files": files | {"/etc/passwd": files["README.md"]}}))
+    with pytest.raises(deploy.ArtifactError, match="a path outside the folder"):
+        deploy.load(folder)
+    path.write_text(json.dumps(manifest | {"files": ["model.safetensors"]}))
+    with pytest.raises(deploy.ArtifactError, match="'files' must map each file to its sha256 and bytes"):
+        deploy.load(folder)
+    path.unlink()  # an artifact of version 1 kept its manifest in artifact.json
+    (folder / "artifact.json").write_text(json.dumps(manifest | {"version": 1}))
+    with pytest.raises(deploy.ArtifactError, match="v1 artifact .artifact.json., written by an earlier toolkit"):
         deploy.load(folder)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from toolkit import activations, models, prune
+from toolkit import activations, artifacts, models, prune
 from toolkit.prune import storage
 
 
@@ -179,7 +179,7 @@ def test_a_corrupted_sparse_file_is_refused(classifier, tmp_path):
         metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
     tensors["classifier.bias"] = tensors["classifier.bias"] + 1
     save_file(tensors, str(path), metadata=metadata)
-    with pytest.raises(ValueError, match="is corrupted: the sha256"):
+    with pytest.raises(artifacts.IntegrityError, match="tensor contents do not match the sha256"):
         storage.load_sparse_state_dict(path)
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from toolkit import measure, models, quant
 from toolkit.quant import QuantSpec
-from toolkit.quant.fileformat import QuantizedFileError
+from toolkit.artifacts import FormatError, IntegrityError
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
 
 INT4 = QuantSpec(bits=4, granularity="group", group_size=32)
@@ -112,17 +112,17 @@ def test_corrupted_or_foreign_files_are_refused(classifier, tmp_path):
     tampered = dict(tensors)
     tampered["classifier.bias"] = tampered["classifier.bias"] + 1
     save_file(tampered, str(tmp_path / "tampered.safetensors"), metadata=metadata)
-    with pytest.raises(QuantizedFileError, match="do not match the sha256"):
+    with pytest.raises(IntegrityError, match="do not match the sha256"):
         quant.load_quantized(tmp_path / "tampered.safetensors")
 
     save_file(tensors, str(tmp_path / "v9.safetensors"), metadata={**metadata, "format_version": "9"})
-    with pytest.raises(QuantizedFileError, match="format version '9'; this toolkit reads version 1"):
+    with pytest.raises(FormatError, match="format version '9'; this toolkit reads version 1, 2 of compression-workbook/quantized"):
         quant.load_quantized(tmp_path / "v9.safetensors")
 
     save_file(tensors, str(tmp_path / "plain.safetensors"))
-    with pytest.raises(QuantizedFileError, match="is not a compression-workbook/quantized file"):
+    with pytest.raises(FormatError, match="is not a compression-workbook/quantized file"):
         quant.load_quantized(tmp_path / "plain.safetensors")
-    with pytest.raises(FileNotFoundError, match="no quantized model file"):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors does not exist .expected a compression-workbook/quantized file"):
         quant.load_quantized(tmp_path / "missing.safetensors")
 
 

@@ -42,7 +42,7 @@ def test_packed_file_holds_true_bytes_and_leaves_the_model_alone(tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "not-safetensors"])
 def test_loaders_name_a_broken_file(tmp_path, damage):
     from toolkit import prune
-    from toolkit.runtime import UnreadableFileError
+    from toolkit.artifacts import UnreadableFileError
 
     path = tmp_path / "model.safetensors"
     if damage == "truncate":

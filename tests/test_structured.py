@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
-from toolkit import models
+from toolkit import artifacts, models
 from toolkit.prune import structured as st
 
 
@@ -124,7 +124,7 @@ def test_broken_or_inconsistent_files_are_clear_errors(tmp_path):
         st.load_pruned(tmp_path / "short.safetensors")
     tensors["classifier.bias"] = tensors["classifier.bias"] + 1
     save_file(tensors, str(tmp_path / "changed.safetensors"), metadata=meta)
-    with pytest.raises(st.PrunedFileError, match="sha256"):
+    with pytest.raises(artifacts.IntegrityError, match="sha256"):
         st.load_pruned(tmp_path / "changed.safetensors")
 
 

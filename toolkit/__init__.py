@@ -3,6 +3,7 @@
 One module, one idea:
 
 - ``runtime``   seeds, device, folders, quiet logs (``setup()`` starts every chapter)
+- ``artifacts`` every file written: atomic writes, one manifest layout, one self-describing tensor file
 - ``data``      the vendored sentiment sentences: checksums, stratified splits, batches
 - ``models``    MiniLM from its package, the cached fine-tuned sentiment classifier
 - ``activations`` record what modules output on real sentences (padding removed)
@@ -23,8 +24,8 @@ from toolkit import runtime
 runtime.quiet_third_party()  # before transformers is imported by the modules below
 runtime.import_torchao_quietly()  # its CPU-build notices are harmless; later imports print nothing
 
-from toolkit import activations, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402,F401  (the package's map)
+from toolkit import activations, artifacts, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402,F401  (the package's map)
 from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
 
-__all__ = ["activations", "claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train", "widgets"]
+__all__ = ["activations", "artifacts", "claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train", "widgets"]
 __version__ = "0.1.0"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from toolkit import runtime
+from toolkit import artifacts, runtime
 
 ENFORCE_ENV = "WORKBOOK_ENFORCE_CLAIMS"
 # A speed measurement taken while other processes used more than this share of the machine's CPU
@@ -60,10 +60,7 @@ def _save(entry: dict, results_dir: Path | None) -> None:
     entries = json.loads(path.read_text()) if path.is_file() else []
     entries = [e for e in entries if e["statement"] != entry["statement"]]
     entries.append(entry)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(entries, indent=2))
-    os.replace(tmp, path)
+    artifacts.write_text(path, json.dumps(entries, indent=2))
 
 
 NOTICE = {

@@ -13,7 +13,6 @@ depend only on the seed.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+
+from toolkit.artifacts import sha256_file
 
 DATA_DIR = Path(__file__).resolve().parent / "datasets" / "sentiment-labelled-sentences"
 
@@ -56,14 +57,6 @@ class Splits:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_files(data_dir: Path = DATA_DIR) -> dict[str, str]:

@@ -7,10 +7,10 @@ The folder holds everything needed to classify sentences, and nothing from this 
   by PyTorch (``save``); or ``model.xml`` + ``model.bin``, an OpenVINO graph with its weights (int8
   where NNCF quantized them), run by OpenVINO (``save_openvino``);
 - the tokenizer's files (``tokenizer.json``, ``vocab.txt``, ...) from ``tokenizer.save_pretrained``;
-- ``artifact.json``: the format, the runtime and dtype to run in, the truncation length, the labels, and the
-  SHA-256 and size of every file (checked on every load). The hashes sit in the same folder, so they detect a
-  corrupted or truncated copy, not tampering: whoever can change a file can change ``artifact.json`` too
-  (a signature from outside the folder would be needed for that);
+- ``manifest.json`` (``toolkit.artifacts``' one manifest layout): the format and version, the runtime and dtype
+  to run in, the truncation length, the labels, and the SHA-256 and size of every file (checked on every load).
+  The hashes sit in the same folder, so they detect a corrupted or truncated copy, not tampering: whoever can
+  change a file can change ``manifest.json`` too (a signature from outside the folder would be needed for that);
 - ``README.md``: a model card (what the model is, how it was compressed, what was measured where,
   and its limits).
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,19 +37,17 @@ from typing import Mapping, Sequence
 
 import torch
 
-from toolkit.data import sha256_file
+from toolkit import artifacts
+from toolkit.artifacts import ArtifactError  # noqa: F401  (what load raises; chapter 9 catches it here)
 
 ARTIFACT_FORMAT = "compression-workbook/classifier-artifact"
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2  # version 1 kept its manifest in artifact.json; it is refused with a message
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 WEIGHTS = "model.safetensors"
 OPENVINO_GRAPH = "model.xml"  # with model.bin beside it
-MANIFEST = "artifact.json"
+MANIFEST = artifacts.MANIFEST
+LEGACY_MANIFEST = "artifact.json"
 CARD = "README.md"
-
-
-class ArtifactError(ValueError):
-    """A folder that is not a complete, unchanged classifier artifact."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,7 @@ def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
 
 CARD_FIELDS = ("title", "description", "compression", "measurements", "limits")
 RUNTIMES = ("torch", "openvino")
+REQUIRED = {"torch": (WEIGHTS,), "openvino": (OPENVINO_GRAPH, "model.bin")}  # the model files each runtime reads
 
 
 def _check_common(max_length, card) -> None:
@@ -86,27 +84,14 @@ def _check_common(max_length, card) -> None:
         raise ValueError(f"unknown model card field(s) {unknown}; accepted: {', '.join(CARD_FIELDS)}")
 
 
-def _write(folder: Path, overwrite: bool, write_model, tokenizer, manifest: dict, card: Mapping[str, str] | None) -> dict:
-    """Stage the artifact next to ``folder`` (model files by ``write_model(staging)``, tokenizer, card, manifest
-    with every file's SHA-256), then rename it into place: the folder is complete or absent."""
-    if folder.exists() and not overwrite:
-        raise FileExistsError(f"{folder} already exists; pass overwrite=True to replace it")
-    staging = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+def _write(folder: Path, overwrite: bool, write_model, tokenizer, fields: dict, card: Mapping[str, str] | None) -> dict:
+    """Stage the artifact next to ``folder`` (model files by ``write_model(staging)``, tokenizer, card, then the
+    manifest with every file's SHA-256), then rename it into place: the folder is complete or absent."""
+    with artifacts.staged_folder(folder, overwrite=overwrite) as staging:
         write_model(staging)
         tokenizer.save_pretrained(staging)
-        (staging / CARD).write_text(_card(manifest, card or {}))
-        manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                             for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+        (staging / CARD).write_text(_card(fields, card or {}))
+        return artifacts.write_manifest(staging, format=ARTIFACT_FORMAT, version=ARTIFACT_VERSION, **fields)
 
 
 def save(
@@ -132,9 +117,8 @@ def save(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     _check_common(max_length, card)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "runtime": "torch", "dtype": dtype,
-                "max_length": max_length, "labels": labels}
-    return _write(Path(folder), overwrite, lambda staging: save_pruned(model, staging / WEIGHTS), tokenizer, manifest, card)
+    fields = {"runtime": "torch", "dtype": dtype, "max_length": max_length, "labels": labels}
+    return _write(Path(folder), overwrite, lambda staging: save_pruned(model, staging / WEIGHTS), tokenizer, fields, card)
 
 
 def save_openvino(
@@ -155,10 +139,9 @@ def save_openvino(
     _check_common(max_length, card)
     if isinstance(labels, str) or len(labels) < 2 or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"labels must be a list of at least two label names; got {labels!r}")
-    manifest = {"format": ARTIFACT_FORMAT, "version": ARTIFACT_VERSION, "runtime": "openvino", "dtype": "as stored",
-                "max_length": max_length, "labels": list(labels)}
+    fields = {"runtime": "openvino", "dtype": "as stored", "max_length": max_length, "labels": list(labels)}
     return _write(Path(folder), overwrite, lambda staging: ov.save_model(ov_model, str(staging / OPENVINO_GRAPH),
-                                                                         compress_to_fp16=False), tokenizer, manifest, card)
+                                                                         compress_to_fp16=False), tokenizer, fields, card)
 
 
 class Classifier:
@@ -193,21 +176,17 @@ def load(folder: str | os.PathLike) -> Classifier:
     from toolkit.prune.structured import load_pruned
 
     folder = Path(folder)
-    if not (folder / MANIFEST).is_file():
-        raise ArtifactError(f"{folder} is not a classifier artifact: no {MANIFEST} (write one with toolkit.deploy.save)")
+    if (folder / LEGACY_MANIFEST).is_file() and not (folder / MANIFEST).is_file():
+        raise ArtifactError(f"{folder} is a {ARTIFACT_FORMAT} v1 artifact ({LEGACY_MANIFEST}), written by an earlier "
+                            f"toolkit; this one reads v{ARTIFACT_VERSION}: save the model again with toolkit.deploy.save")
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{folder}: {MANIFEST} is not valid JSON ({error})") from None
-    if manifest.get("format") != ARTIFACT_FORMAT or manifest.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"{folder}: not a {ARTIFACT_FORMAT} v{ARTIFACT_VERSION} artifact (format={manifest.get('format')!r})")
-    for name, expected in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{folder}: {name} is missing")
-        if path.stat().st_size != expected["bytes"] or sha256_file(path) != expected["sha256"]:
-            raise ArtifactError(f"{folder}: {name} changed since the artifact was written (size or SHA-256 differs)")
-    runtime = manifest.get("runtime", "torch")
+        manifest = artifacts.read_manifest(folder, format=ARTIFACT_FORMAT, versions=(ARTIFACT_VERSION,))
+    except artifacts.ArtifactError as error:
+        raise type(error)(f"{error} (write artifacts with toolkit.deploy.save or save_openvino)") from error
+    runtime = manifest.get("runtime")
+    missing = [name for name in REQUIRED.get(runtime, ()) + ("tokenizer.json",) if name not in manifest["files"]]
+    if missing:
+        raise ArtifactError(f"{folder}: its manifest does not list {', '.join(missing)}, which the {runtime} runtime reads")
     if runtime == "torch":
         model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
     elif runtime == "openvino":

@@ -31,6 +31,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from toolkit import artifacts
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the positional order of BertForSequenceClassification.forward
 PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT values accepted here
 
@@ -117,14 +119,11 @@ def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, op
     model.eval()
     args = tuple(batch[name] for name in INPUT_NAMES)  # each (batch, sequence)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with torch.no_grad(), _quiet():
+        with artifacts.atomic_path(path) as tmp, torch.no_grad(), _quiet():
             torch.onnx.export(model, args, str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
-        os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
 
@@ -167,15 +166,12 @@ def optimize_onnx_bert(source: str | os.PathLike, target: str | os.PathLike, num
         raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
     target = Path(target)
     shaped = target.with_name(f".{target.name}.shaped-{os.getpid()}")
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        with _quiet():
+        with artifacts.atomic_path(target) as tmp, _quiet():
             quant_pre_process(str(source), str(shaped), auto_merge=True)
             optimize_model(str(shaped), model_type="bert", num_heads=num_heads, hidden_size=hidden_size).save_model_to_file(str(tmp))
-        os.replace(tmp, target)
     finally:
         shaped.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import os
 import sys
 from pathlib import Path
 
 import nbformat
+
+from toolkit import artifacts
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 INDEX_PATH = Path(__file__).resolve().parent.parent / "lessons" / "toolkit-index.md"
@@ -116,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", nargs="?", type=Path, default=INDEX_PATH, help=f"where to write it (default {INDEX_PATH})")
     args = parser.parse_args(argv)
     text = build_index()
-    tmp = args.out.with_name(f".{args.out.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    artifacts.write_text(args.out, text)
     print(f"{args.out}: {text.count(chr(10) + '| `')} names")
     return 0
 

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from toolkit import artifacts
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "python3"  # the kernelspec every chapter names; `make install` registers the venv under it
@@ -46,10 +48,7 @@ def write_overrides(folder: str | os.PathLike) -> Path:
         raise ValueError(f"{path} does not hold a JSON object; fix or remove it")
     for plugin, values in SETTINGS.items():
         current.setdefault(plugin, {}).update(values)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    os.replace(tmp, path)
+    artifacts.write_text(path, json.dumps(current, indent=2) + "\n")
     return path
 
 

@@ -86,6 +86,15 @@ def require_block_layers(model: torch.nn.Module, chosen: set[str] | list[str], t
         )
 
 
+def linear_shape(module: torch.nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of an ``nn.Linear`` (weight (out, in)) or a ``Conv1D`` (weight (in, out))."""
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features, module.out_features
+    if is_conv1d(module):
+        return tuple(module.weight.shape)  # (in, out)
+    raise TypeError(f"module must be nn.Linear or transformers Conv1D; got {type(module).__name__}")
+
+
 def as_linear(module: torch.nn.Module) -> torch.nn.Linear:
     """An ``nn.Linear`` computing what ``module`` computes: itself, or a ``Conv1D`` rewritten.
 

@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,11 +29,12 @@ import torch
 import transformers
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from toolkit import data, runtime
+from toolkit import artifacts, data, runtime
 from toolkit.train import FineTuneConfig, fine_tune_
 
 MODEL_ENV = "WORKBOOK_MODEL_DIR"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 1  # part of the inputs (and so of the folder's key): a new number is a new cache
+MANIFEST_FORMAT, MANIFEST_VERSION = "compression-workbook/classifier-cache", 2  # the folder's manifest (artifacts)
 FULL_CONFIG = FineTuneConfig()  # 3 epochs over the 2,100 training sentences
 SMOKE_CONFIG = FineTuneConfig(epochs=1, train_limit=192)  # seconds, for tests
 MODEL_FILES = ("model.safetensors", "config.json")
@@ -44,7 +44,7 @@ class ModelNotFoundError(FileNotFoundError):
     """The base model folder could not be found."""
 
 
-class CacheError(RuntimeError):
+class CacheError(artifacts.ArtifactError):
     """A cached model is incomplete, changed, or was built from other inputs."""
 
 
@@ -91,7 +91,7 @@ def encoder() -> torch.nn.Module:
 
 @functools.lru_cache(maxsize=16)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return data.sha256_file(Path(path))
+    return artifacts.sha256_file(path)
 
 
 def file_sha256(path: Path) -> str:
@@ -121,10 +121,9 @@ def save_float(model: torch.nn.Module, path: str | os.PathLike) -> int:
     """
     from safetensors.torch import save_model
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(path))
-    return path.stat().st_size
+    with artifacts.atomic_path(path) as tmp:
+        save_model(model, str(tmp))
+    return Path(path).stat().st_size
 
 
 def load_float(path: str | os.PathLike, dtype: torch.dtype = torch.float32, smoke: bool = False) -> torch.nn.Module:
@@ -192,27 +191,12 @@ def classifier_cache_dir(smoke: bool = False, cache: Path | None = None) -> Path
 
 
 def verify_cache(folder: Path, inputs: dict) -> dict:
-    """Return the manifest of a complete, unchanged cache built from ``inputs``; else raise."""
-    manifest_path = folder / "manifest.json"
-    if not folder.is_dir():
-        raise CacheError(f"no cache at {folder}")
+    """Return the manifest of a complete, unchanged cache built from ``inputs``; else raise ``CacheError``."""
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CacheError(f"manifest {manifest_path} is missing or unreadable ({error})") from error
-    if manifest.get("inputs") != inputs:
-        changed = sorted(k for k in inputs if manifest.get("inputs", {}).get(k) != inputs[k])
-        raise CacheError(f"cache {folder} was built from other inputs (differs in: {', '.join(changed)})")
-    for name, expected in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise CacheError(f"cache file {path} is missing")
-        actual = data.sha256_file(path)
-        if actual != expected:
-            raise CacheError(f"cache file {path} is truncated or changed (sha256 {actual[:12]}..., manifest says {expected[:12]}...)")
-    if set(manifest.get("files", {})) != set(MODEL_FILES):
-        raise CacheError(f"manifest of {folder} lists {sorted(manifest.get('files', {}))}, expected {list(MODEL_FILES)}")
-    return manifest
+        return artifacts.read_manifest(folder, format=MANIFEST_FORMAT, versions=(MANIFEST_VERSION,), inputs=inputs,
+                                       required=MODEL_FILES)
+    except artifacts.ArtifactError as error:
+        raise CacheError(f"cache: {error}") from error
 
 
 def pretrained_classifier(seed: int | None = None) -> torch.nn.Module:
@@ -240,25 +224,15 @@ def _build_classifier(folder: Path, inputs: dict, config: FineTuneConfig, progre
     seconds = time.perf_counter() - start
     model.to("cpu").eval()
 
-    staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    manifest = {
-        "inputs": inputs,
-        "key": folder.name,
-        "files": {name: data.sha256_file(staging / name) for name in MODEL_FILES},
-        "training": {
-            "seconds": round(seconds, 1),
-            "epochs": [log.__dict__ for log in logs],
-            "train_examples": len(splits.train[: config.train_limit] if config.train_limit else splits.train),
-        },
+    training = {
+        "seconds": round(seconds, 1),
+        "epochs": [log.__dict__ for log in logs],
+        "train_examples": len(splits.train[: config.train_limit] if config.train_limit else splits.train),
     }
-    tmp_manifest = staging / "manifest.json.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp_manifest, staging / "manifest.json")  # the manifest is written last
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)  # atomic: the cache is complete or absent
+    with artifacts.staged_folder(folder) as staging:  # the cache is complete or absent
+        model.save_pretrained(staging)
+        manifest = artifacts.write_manifest(staging, format=MANIFEST_FORMAT, version=MANIFEST_VERSION, inputs=inputs,
+                                            key=folder.name, training=training)
     return manifest
 
 

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +24,13 @@ from typing import Sequence
 
 import torch
 
-from toolkit import data, runtime
+from toolkit import artifacts, runtime
 from toolkit.data import Example
 from toolkit.models import cache_key
 from toolkit.train import FineTuneConfig, autocast_dtype, distillation_loss, fine_tune_
 
-STUDENT_FORMAT = 1
+STUDENT_FORMAT = 1  # part of the inputs (and so of the folder's key)
+STUDENT_MANIFEST = "compression-workbook/distilled-student"  # the folder's manifest (artifacts), version 2
 WEIGHTS = "model.safetensors"
 
 
@@ -87,17 +85,12 @@ def distilled_student(
     }
     folder = (Path(cache) if cache is not None else runtime.cache_dir()) / "distilled-student" / cache_key(inputs)
     raw = prune_by_importance(teacher, tokenizer, score_examples, heads, neurons, drop_layers).eval()
-    manifest_path = folder / "manifest.json"
-    if manifest_path.is_file():
+    if folder.exists():
         try:
-            manifest = json.loads(manifest_path.read_text())
-            if manifest.get("inputs") != inputs:
-                raise ValueError("it was built from other inputs")
-            if data.sha256_file(folder / WEIGHTS) != manifest["sha256"]:
-                raise ValueError(f"{WEIGHTS} is truncated or changed")
+            manifest = artifacts.read_manifest(folder, format=STUDENT_MANIFEST, versions=(2,), inputs=inputs, required=(WEIGHTS,))
             return Student(load_pruned(folder / WEIGHTS).eval(), raw, manifest["seconds"], True, folder)
-        except (ValueError, KeyError, OSError) as problem:
-            print(f"cached student in {folder} rejected ({problem}); rebuilding it")
+        except artifacts.ArtifactError as problem:
+            print(f"cached student rejected ({problem}); rebuilding it")
 
     student = copy.deepcopy(raw)  # trained below; raw stays as it was
     for p in student.base_model.embeddings.parameters():  # not pruned, so not trained either
@@ -107,16 +100,7 @@ def distilled_student(
     seconds = time.perf_counter() - start
     student.eval()
 
-    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with artifacts.staged_folder(folder) as staging:  # complete or absent
         save_pruned(student, staging / WEIGHTS)
-        manifest = {"inputs": inputs, "sha256": data.sha256_file(staging / WEIGHTS), "seconds": round(seconds, 1)}
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)  # atomic: complete or absent
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        artifacts.write_manifest(staging, format=STUDENT_MANIFEST, version=2, inputs=inputs, seconds=round(seconds, 1))
     return Student(student, raw, seconds, False, folder)

@@ -13,12 +13,11 @@ with ``register_technique`` before recording it.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from toolkit import runtime
+from toolkit import artifacts, runtime
 from toolkit.claims import BUSY_LOAD  # other processes' share of the CPU above which a timing is not trusted
 
 TECHNIQUES: dict[str, str] = {
@@ -75,18 +74,11 @@ class Result:
         return self.bytes_on_disk / 1e6
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def record(result: Result, results_dir: Path | None = None) -> Path:
     """Write ``result`` to ``<results_dir>/<chapter>/<technique>.json`` and return the path."""
     folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
     path = folder / result.chapter / f"{result.technique}.json"
-    _atomic_write_text(path, json.dumps(asdict(result), indent=2, sort_keys=True))
+    artifacts.write_text(path, json.dumps(asdict(result), indent=2, sort_keys=True))
     return path
 
 
@@ -393,7 +385,7 @@ def write_report(
         for c in claim_rows:
             lines.append(f"| {c['chapter']} | {c['statement']} | {c['verdict']} | {c['evidence']} |")
         lines.append("")
-    _atomic_write_text(out_path, "\n".join(lines))
+    artifacts.write_text(out_path, "\n".join(lines))
     return out_path
 
 

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit import claims, report, runtime
+from toolkit import artifacts, claims, report, runtime
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -207,9 +207,7 @@ def update_readme(report_path: Path, readme_path: Path = NOTEBOOKS_DIR.parent / 
         raise ValueError(f"{readme_path} must hold the block's markers once each:\n{README_START}\n{README_END}")
     before, rest = text.split(README_START)
     after = rest.split(README_END, 1)[1]
-    tmp = Path(readme_path).with_name(f".{Path(readme_path).name}.tmp-{os.getpid()}")
-    tmp.write_text(before + block + after)
-    os.replace(tmp, readme_path)
+    artifacts.write_text(readme_path, before + block + after)
     return block
 
 

@@ -185,49 +185,6 @@ def build_dir() -> Path:
     return path
 
 
-def save_safetensors_atomically(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> int:
-    """Write a safetensors file so that a reader sees the old file or the new one, never half of
-    one: write a temporary file next to it, then rename (atomic on one file system). Returns its bytes."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.stat().st_size
-
-
-class UnreadableFileError(ValueError):
-    """A file that should be safetensors cannot be read: truncated, not safetensors, or damaged."""
-
-
-def read_safetensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a safetensors file, or an error that names the file and ``what`` it should be.
-
-    The library's own messages ("HeaderTooLarge", "invalid JSON in header") do not say which
-    file or what to do; a truncated download or a file of another format gets this instead.
-    """
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path {path} does not exist (expected {what})")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception as error:  # safetensors raises SafetensorError / OSError / RuntimeError for broken files
-        raise UnreadableFileError(
-            f"{path} ({path.stat().st_size:,} bytes) cannot be read as {what}: it is truncated, damaged or not a "
-            f"safetensors file ({type(error).__name__}: {error}). Write it again (save it anew)."
-        ) from error
-    return metadata, tensors
-
-
 def setup(seed: int = 0, *, verbose: bool = True) -> None:
     """Start a chapter: seed everything, quiet the libraries, say where results go.
 

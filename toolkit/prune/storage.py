@@ -13,8 +13,8 @@ Both pay the values; beyond that CSR pays its index bytes per non-zero and the b
 byte per position. With int16 column indices CSR is smaller only when the density is below
 1/16, above 93.75% sparsity.
 
-``save_sparse`` writes a model with its prunable layers in either layout (atomically, with a
-sha256 of its tensors), and ``load_sparse_state_dict`` checks the sha256 and reads it back as
+``save_sparse`` writes a model with its prunable layers in either layout (``toolkit.artifacts``'
+self-describing tensor file: atomic, with a sha256 of its tensors), and ``load_sparse_state_dict`` checks the sha256 and reads it back as
 dense tensors, so a round trip can be checked.
 
 Pruning and quantization combine: with ``value_bits=8`` the kept values are stored as int8 codes
@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 
-from toolkit.quant.fileformat import tensors_sha256
-from toolkit.quant.packing import pack, unpack
-from toolkit.runtime import read_safetensors, save_safetensors_atomically
+import numpy as np
+
+from toolkit import artifacts
 
 FORMAT = "workbook-sparse"
+FORMAT_VERSION = 1  # files written before the version was recorded have the same layout: read as version 1
 LAYOUTS = ("csr", "bitmask")
 
 
@@ -73,7 +74,8 @@ def bitmask_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     """Bitmask parts of a weight: mask (ceil(n/8),) uint8, one bit per position; values (nnz,)."""
     flat = weight.detach().cpu().flatten()
     kept = flat != 0
-    return {"mask": pack(kept.to(torch.int16), bits=1, qmin=0), "values": flat[kept].contiguous()}
+    mask = np.packbits(kept.numpy(), bitorder="little")  # position i is bit i % 8 of byte i // 8
+    return {"mask": torch.from_numpy(mask), "values": flat[kept].contiguous()}
 
 
 VALUE_BITS = (None, 8)
@@ -96,7 +98,7 @@ def _dense_from(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, .
             parts["crow_indices"].long(), parts["col_indices"].long(), parts["values"], size=shape, check_invariants=True
         ).to_dense()
     n = math.prod(shape)
-    kept = unpack(parts["mask"], bits=1, qmin=0, numel=n).bool()
+    kept = torch.from_numpy(np.unpackbits(parts["mask"].numpy(), count=n, bitorder="little").astype(bool))
     dense = torch.zeros(n, dtype=parts["values"].dtype)
     dense[kept] = parts["values"]
     return dense.reshape(shape)
@@ -127,20 +129,16 @@ def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "
             shapes[key] = list(value.shape)
         else:
             tensors[key] = value.detach().cpu().contiguous()
-    metadata = {"format": FORMAT, "layout": layout, "value_bits": str(value_bits or 0), "sparse_shapes": json.dumps(shapes),
-                "sha256": tensors_sha256(tensors)}
-    return save_safetensors_atomically(tensors, path, metadata)
+    fields = {"layout": layout, "value_bits": str(value_bits or 0), "sparse_shapes": shapes}
+    return artifacts.save_tensors(path, tensors, format=FORMAT, version=FORMAT_VERSION, fields=fields)
 
 
 def load_sparse_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a ``save_sparse`` file back as a dense state dict."""
     path = Path(path)
-    metadata, raw = read_safetensors(path, f"a {FORMAT} file (save_sparse)")
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file (format: {metadata.get('format')!r})")
+    metadata, raw = artifacts.load_tensors(path, format=FORMAT, versions=(FORMAT_VERSION,), writer="save_sparse",
+                                           unversioned=FORMAT_VERSION)
     layout, shapes = metadata["layout"], json.loads(metadata["sparse_shapes"])
-    if tensors_sha256(raw) != metadata.get("sha256"):
-        raise ValueError(f"{path} is corrupted: the sha256 of its tensors does not match the one stored when it was written")
     state = {k: v for k, v in raw.items() if not any(k.startswith(s + ".") for s in shapes)}
     for key, shape in shapes.items():
         parts = {k[len(key) + 1 :]: v for k, v in raw.items() if k.startswith(key + ".")}

@@ -35,14 +35,13 @@ from typing import Iterable, Mapping
 import torch
 from transformers.pytorch_utils import prune_linear_layer
 
-from toolkit.quant.fileformat import tensors_sha256
-from toolkit.runtime import read_safetensors, save_safetensors_atomically
+from toolkit import artifacts
 
 FORMAT = "compression-workbook/structured-pruned"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = 1
 
 
-class PrunedFileError(ValueError):
+class PrunedFileError(artifacts.ArtifactError):
     """A pruned-model file whose metadata or tensors do not fit together."""
 
 
@@ -304,16 +303,13 @@ def shapes(model: torch.nn.Module) -> dict[str, list[int]]:
 
 
 def save_pruned(model: torch.nn.Module, path: str | os.PathLike) -> int:
-    """Write a structurally pruned model as safetensors with its per-layer shapes; returns the file's bytes."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    metadata = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": model.config.to_json_string(use_diff=False),
-        "shapes": json.dumps(shapes(model)),
-        "sha256": tensors_sha256(tensors),
-    }
-    return save_safetensors_atomically(tensors, path, metadata)
+    """Write a structurally pruned model as safetensors with its per-layer shapes; returns the file's bytes.
+
+    The file holds a BERT-layout sequence classifier (BERT, MiniLM, RoBERTa); any other model is refused here."""
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        raise TypeError(f"save_pruned holds BERT-layout sequence classifiers; got a {type(model).__name__}")
+    fields = {"config": model.config.to_json_string(use_diff=False), "shapes": shapes(model)}  # shapes: BERT layout or an error
+    return artifacts.save_tensors(path, model.state_dict(), format=FORMAT, version=FORMAT_VERSION, fields=fields)
 
 
 def load_pruned(path: str | os.PathLike) -> torch.nn.Module:
@@ -321,11 +317,7 @@ def load_pruned(path: str | os.PathLike) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = Path(path)
-    metadata, tensors = read_safetensors(path, f"a {FORMAT} file (save_pruned)")
-    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-        raise PrunedFileError(f"{path} is not a {FORMAT} v{FORMAT_VERSION} file (format={metadata.get('format')!r})")
-    if tensors_sha256(tensors) != metadata.get("sha256"):
-        raise PrunedFileError(f"{path}: tensor contents do not match the sha256 in its metadata (file changed or corrupted)")
+    metadata, tensors = artifacts.load_tensors(path, format=FORMAT, versions=(FORMAT_VERSION,), writer="save_pruned")
     config_dict = json.loads(metadata["config"])
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     recorded = json.loads(metadata["shapes"])
