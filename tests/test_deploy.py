@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from toolkit import deploy, models
+from toolkit import deploy, layers, models
 from toolkit.prune import structured
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def test_round_trip_gives_the_same_predictions(tmp_path, classifier_model, token
     predictions = loaded.predict(TEXTS)
     assert [p.label for p in predictions] == [["negative", "positive"][i] for i in expected.argmax(-1).tolist()]
     assert all(0.5 <= p.probability <= 1 for p in predictions)
-    assert structured.heads_per_layer(loaded.model) == [3, 4]
+    assert layers.heads_per_layer(loaded.model) == [3, 4]
     card = (tmp_path / "artifact" / "README.md").read_text()
     assert "English reviews only." in card and "negative, positive" in card
 

@@ -3,9 +3,8 @@
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from toolkit import models, pipeline
+from toolkit import layers, models, pipeline
 from toolkit.data import Example
-from toolkit.prune import structured
 from toolkit.train import FineTuneConfig
 
 TRAIN = [Example(text, label, "test") for text, label in
@@ -26,7 +25,7 @@ def test_student_is_pruned_distilled_cached_and_verified(tmp_path, capsys):
     kwargs = dict(heads=2, neurons=16, config=FineTuneConfig(epochs=1, learning_rate=1e-3, batch_size=8),
                   teacher_key="tiny", cache=tmp_path, progress=False)
     first = pipeline.distilled_student(teacher, tokenizer, TRAIN, TRAIN[:4], **kwargs)
-    assert not first.cached and structured.heads_per_layer(first.model) == [2, 2] and structured.ffn_sizes(first.model) == [16, 16]
+    assert not first.cached and layers.heads_per_layer(first.model) == [2, 2] and layers.ffn_sizes(first.model) == [16, 16]
     assert any(not torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), first.raw.state_dict().values())), \
         "distillation changed the weights"
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items()), "the teacher is not changed"

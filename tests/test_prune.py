@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from toolkit import activations, artifacts, models, prune
+from toolkit import activations, artifacts, measure, models, prune
 from toolkit.prune import storage
 
 
@@ -186,10 +186,10 @@ def test_a_corrupted_sparse_file_is_refused(classifier, tmp_path):
 def test_sparse_vs_dense_times_both_and_checks_arguments():
     w = prune.speed.random_sparse(64, 32, 0.75)
     assert int((w == 0).sum()) == round(0.75 * 64 * 32)
-    timing = prune.speed.sparse_vs_dense(w, tokens=16, warmup=1, repeats=3)
+    timing = measure.sparse_vs_dense(w, tokens=16, warmup=1, repeats=3)
     assert timing["dense_ms"] > 0 and timing["sparse_ms"] > 0 and timing["threads"] >= 1
     with pytest.raises(ValueError, match="tokens must be a positive integer"):
-        prune.speed.sparse_vs_dense(w, tokens=0)
+        measure.sparse_vs_dense(w, tokens=0)
 
 
 def test_row_masks_prune_every_output_row_equally():

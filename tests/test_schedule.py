@@ -58,6 +58,7 @@ def test_penalties_and_the_proximal_step():
 # --- toolkit.prune.gradual: one training loop for three schedules -------------------------------------------------
 
 from toolkit import models  # noqa: E402
+from toolkit.train import prune_during_training_  # noqa: E402
 from toolkit.prune import gradual, speed  # noqa: E402
 
 
@@ -143,7 +144,7 @@ def test_pruning_during_training_reaches_each_target_exactly(tokenizer, splits):
     for method in gradual.METHODS:
         model = copy.deepcopy(classifier)
         schedule = gradual.PruningSchedule(method, 0.75, 2, rounds=2, pruning_fraction=0.5, frequency=1)
-        log = gradual.prune_during_training_(model, tokenizer, splits.train, schedule, config, names=names, progress=False)
+        log = prune_during_training_(model, tokenizer, splits.train, schedule, config, names=names, progress=False)
         for n in names:
             weight = model.get_submodule(n).weight
             assert isinstance(weight, torch.nn.Parameter) and not hasattr(model.get_submodule(n), "weight_orig")
@@ -152,16 +153,16 @@ def test_pruning_during_training_reaches_each_target_exactly(tokenizer, splits):
     assert torch.equal(classifier.get_submodule(names[0]).weight, before), "the copy was pruned, not the original"
     bad = gradual.PruningSchedule("gradual", 0.5, 3)
     with pytest.raises(ValueError, match="the schedule has 3 steps but the training runs 2"):
-        gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, bad, config, names=names, progress=False)
+        prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, bad, config, names=names, progress=False)
     ok = gradual.PruningSchedule("gradual", 0.5, 2)
     with pytest.raises(ValueError, match="not nn.Linear layers of the model"):
-        gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, ok, config, names=["bert.nope"], progress=False)
+        prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, ok, config, names=["bert.nope"], progress=False)
     with pytest.raises(ValueError, match="layer_sparsity must name exactly the pruned layers"):
-        gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, ok, config, names=names,
+        prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, ok, config, names=names,
                                        layer_sparsity={names[0]: 0.5}, progress=False)
     untouched = copy.deepcopy(classifier)
     with pytest.raises(ValueError, match="criterion must be one of magnitude, movement"):
-        gradual.prune_during_training_(untouched, tokenizer, splits.train, gradual.PruningSchedule("one-shot", 0.5, 2),
+        prune_during_training_(untouched, tokenizer, splits.train, gradual.PruningSchedule("one-shot", 0.5, 2),
                                        config, names=names, criterion="taylor", progress=False)
     assert not hasattr(untouched.get_submodule(names[0]), "weight_orig"), "refused before any mask was attached"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
 
-from toolkit import artifacts, models
+from toolkit import artifacts, layers, models
 from toolkit.prune import structured as st
 
 
@@ -27,8 +27,8 @@ def logits(model):
 def with_zeroed(model, heads=None, neurons=None):
     """The unpruned model, with the removed heads' context and the removed neurons' activations set to 0."""
     handles = []
-    size = st.head_size(model)
-    for i, layer in enumerate(st.encoder_layers(model)):
+    size = layers.head_size(model)
+    for i, layer in enumerate(layers.encoder_layers(model)):
         if heads and i in heads:
             def pre(module, inputs, removed=heads[i]):
                 x = inputs[0].clone()
@@ -55,8 +55,8 @@ def test_a_pruned_model_computes_the_unpruned_model_without_those_structures(cls
     model = tiny(cls, config_cls)
     heads, neurons = {0: [1], 2: [0, 3]}, {1: [0, 5, 63], 2: list(range(10))}
     pruned = st.prune_structures(model, heads=heads, neurons=neurons)
-    assert st.heads_per_layer(pruned) == [3, 4, 2] and st.ffn_sizes(pruned) == [64, 61, 54]
-    assert st.heads_per_layer(model) == [4, 4, 4], "prune_structures copies; the model given is unchanged"
+    assert layers.heads_per_layer(pruned) == [3, 4, 2] and layers.ffn_sizes(pruned) == [64, 61, 54]
+    assert layers.heads_per_layer(model) == [4, 4, 4], "prune_structures copies; the model given is unchanged"
     assert torch.allclose(logits(pruned), with_zeroed(model, heads, neurons), atol=1e-5)
     q = pruned.base_model.encoder.layer[2].attention.self
     assert q.query.weight.shape == (16, 32) and q.all_head_size == 16 and q.attention_head_size == 8
@@ -68,11 +68,11 @@ def test_folding_keeps_a_neuron_with_zero_input_weights_exactly_and_needs_the_fo
     removed = {0: [2, 7], 2: [0, 1, 40]}
     with torch.no_grad():
         for i, rows in removed.items():
-            layer = st.encoder_layers(model)[i]
+            layer = layers.encoder_layers(model)[i]
             layer.intermediate.dense.weight[rows] = 0.0  # what group lasso leaves: act(b_in[j]) for every token
             layer.intermediate.dense.bias[rows] = torch.tensor([0.7, -1.3, 2.0][: len(rows)])
     folded = st.prune_ffn_(st.prune_structures(model), removed, fold_bias=True)
-    assert st.ffn_sizes(folded) == [62, 64, 61]
+    assert layers.ffn_sizes(folded) == [62, 64, 61]
     def hidden(m):
         return m.base_model(input_ids=IDS, attention_mask=MASK).last_hidden_state.detach()  # (3, 11, 32)
 
@@ -139,7 +139,7 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(ValueError, match="dropping every layer"):
         st.prune_structures(model, layers=[0, 1, 2])
     with pytest.raises(ValueError, match="BERT layout"):
-        st.encoder_layers(torch.nn.Linear(2, 2))
+        layers.encoder_layers(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match=r"keep must be an integer in \[1, 4\]"):
         st.lowest(torch.rand(3, 4), 0)
 
@@ -188,7 +188,7 @@ def test_torch_pruning_reaches_the_same_shapes_and_leaves_the_model_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = torch_pruning_heads_and_ffn(model, {"input_ids": IDS, "attention_mask": MASK}, heads=2, ffn=32)
     assert result.error == "" and result.model is not None
-    assert st.heads_per_layer(result.model) == [2, 2, 2] and st.ffn_sizes(result.model) == [32, 32, 32]
+    assert layers.heads_per_layer(result.model) == [2, 2, 2] and layers.ffn_sizes(result.model) == [32, 32, 32]
     assert result.model.bert.embeddings.word_embeddings.weight.shape == (120, 32)  # the hidden size stays
     assert logits(result.model).shape == (3, 2)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

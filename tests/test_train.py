@@ -219,7 +219,7 @@ def test_movement_pruning_during_training_reaches_the_target_and_leaves_plain_we
     names = ["bert.encoder.layer.0.intermediate.dense", "bert.encoder.layer.1.attention.self.query"]
     model = copy.deepcopy(classifier)
     plan = gradual.PruningSchedule("gradual", 0.75, 4, pruning_fraction=0.5, frequency=1)
-    log = gradual.prune_during_training_(model, tokenizer, splits.train, plan, FineTuneConfig(epochs=1, batch_size=16, train_limit=64),
+    log = train.prune_during_training_(model, tokenizer, splits.train, plan, FineTuneConfig(epochs=1, batch_size=16, train_limit=64),
                                          names=names, criterion="movement", progress=False)
     assert log.steps == [0, 1, 2] and log.sparsity[-1] == pytest.approx(0.75, abs=1e-3)
     for n in names:
@@ -229,7 +229,7 @@ def test_movement_pruning_during_training_reaches_the_target_and_leaves_plain_we
         assert torch.equal(weight == 0, log.masks[n] == 0)
     assert not any("scores" in name for name, _ in model.named_parameters())
     with pytest.raises(ValueError, match="movement pruning keeps the top scores of each layer: it needs scope='local'"):
-        gradual.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, plan,
+        train.prune_during_training_(copy.deepcopy(classifier), tokenizer, splits.train, plan,
                                        FineTuneConfig(epochs=1, batch_size=16, train_limit=64), names=names, criterion="movement",
                                        scope="global", progress=False)
 

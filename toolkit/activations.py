@@ -12,7 +12,8 @@ from typing import Sequence
 
 import torch
 
-from toolkit.data import Example, batches
+from toolkit.data import Example
+from toolkit.layers import run_with_hooks
 
 
 def module_names(model: torch.nn.Module, kind: type | tuple[type, ...] = torch.nn.Module) -> list[str]:
@@ -55,34 +56,3 @@ def _record(model, names, tokenizer, examples, batch_size, inputs: bool) -> dict
 
     run_with_hooks(model, {modules[n]: hook_for(n) for n in names}, tokenizer, examples, mask_holder, batch_size, pre=inputs)
     return {n: torch.cat(parts) for n, parts in recorded.items()}
-
-
-def run_with_hooks(
-    model: torch.nn.Module,
-    hooks: dict,
-    tokenizer,
-    examples: Sequence[Example],
-    mask_holder: list,
-    batch_size: int = 32,
-    pre: bool = False,
-) -> None:
-    """Run ``examples`` through ``model`` (eval mode, no gradients) with temporary hooks.
-
-    ``hooks`` maps modules to forward hooks (forward *pre*-hooks with ``pre=True``). Before each
-    batch, ``mask_holder[0]`` is set to its attention mask (batch, seq), so that hooks can drop
-    padding positions. Afterwards the hooks are removed and the model's mode is restored.
-    """
-    register = "register_forward_pre_hook" if pre else "register_forward_hook"
-    handles = [getattr(module, register)(hook) for module, hook in hooks.items()]
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in batches(tokenizer, examples, batch_size=batch_size):
-                mask_holder[:] = [batch["attention_mask"].to(dev)]
-                model(**{k: v.to(dev) for k, v in batch.items() if k != "labels"})
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 
 from toolkit.data import Example
+from toolkit.runtime import check_int
 
 WORD = re.compile(r"\b[a-z]{2,}(?:'[a-z]+)?\b")  # a lower-case word of 2+ letters, "don't" included; "4s", numbers, punctuation stay
 
@@ -40,10 +41,8 @@ class WordNeighbours:
                       min_count: int = 1) -> "WordNeighbours":
         """The words of ``examples`` (seen at least ``min_count`` times) and, for each, its ``neighbours`` nearest
         words among them by cosine similarity of mean word-piece embeddings; ``embedding`` is (vocab_size, d)."""
-        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 1:
-            raise ValueError(f"neighbours must be a positive integer; got {neighbours!r}")
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"min_count must be a positive integer; got {min_count!r}")
+        check_int("neighbours", neighbours)
+        check_int("min_count", min_count)
         counts: dict[str, int] = {}
         for example in examples:
             for word in WORD.findall(example.text.lower()):
@@ -74,8 +73,7 @@ def augment(examples: Sequence[Example], neighbours: WordNeighbours, factor: int
     Deterministic for a seed. Only new sentences are returned (an unchanged or repeated one is drawn
     again, up to a few tries), so ``examples + augment(...)`` is the training set with its augmented text.
     """
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ValueError(f"factor must be a positive integer (new sentences per example); got {factor!r}")
+    check_int("factor", factor, detail=' (new sentences per example)')
     if not 0 < probability <= 1:
         raise ValueError(f"probability must be in (0, 1] (the chance that a word is replaced); got {probability!r}")
     rng = random.Random(seed)

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 import torch
 
 from toolkit.artifacts import sha256_file
+from toolkit.runtime import check_int
 
 DATA_DIR = Path(__file__).resolve().parent / "datasets" / "sentiment-labelled-sentences"
 
@@ -194,8 +195,7 @@ def batches(
 
     ``bucket_lengths`` (token counts, one per example) groups sentences of similar length: see
     ``length_bucketed_order``. Without it the batches follow the (shuffled) order of ``examples``."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    check_int("batch_size", batch_size)
     if bucket_lengths is not None:
         groups = length_bucketed_order(bucket_lengths, batch_size, seed=seed if shuffle else None)
     else:
@@ -220,10 +220,8 @@ def length_bucketed_order(lengths: Sequence[int], batch_size: int, seed: int | N
     batch is still a random draw from the data, but a batch of 8-token sentences no longer pads to
     the 60 tokens of its longest one (the "bucket iterator" of torchtext and fairseq). Every index
     appears exactly once; as without buckets, only the last batch may be smaller."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
-        raise ValueError(f"pool must be a positive integer (batches sorted together); got {pool!r}")
+    check_int("batch_size", batch_size)
+    check_int("pool", pool, detail=' (batches sorted together)')
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     if seed is not None:

@@ -39,6 +39,9 @@ import torch
 
 from toolkit import artifacts
 from toolkit.artifacts import ArtifactError  # noqa: F401  (what load raises; chapter 9 catches it here)
+from toolkit.engines import compile_openvino
+from toolkit.prune.structured import load_pruned, save_pruned
+from toolkit.runtime import check_int
 
 ARTIFACT_FORMAT = "compression-workbook/classifier-artifact"
 ARTIFACT_VERSION = 2  # version 1 kept its manifest in artifact.json; it is refused with a message
@@ -77,8 +80,7 @@ REQUIRED = {"torch": (WEIGHTS,), "openvino": (OPENVINO_GRAPH, "model.bin")}  # t
 
 
 def _check_common(max_length, card) -> None:
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an integer of at least 2; got {max_length!r}")
+    check_int("max_length", max_length, minimum=2)
     unknown = sorted(set(card or {}) - set(CARD_FIELDS))
     if unknown:
         raise ValueError(f"unknown model card field(s) {unknown}; accepted: {', '.join(CARD_FIELDS)}")
@@ -111,8 +113,6 @@ def save(
     ``card`` may hold ``title``, ``description``, ``compression``, ``measurements`` and ``limits``
     (Markdown) for the model card. Returns the manifest. ``model`` is not changed.
     """
-    from toolkit.prune.structured import save_pruned
-
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     _check_common(max_length, card)
@@ -173,8 +173,6 @@ def load(folder: str | os.PathLike) -> Classifier:
     """Load an artifact written by ``save``, after checking every file against its manifest."""
     from transformers import AutoTokenizer
 
-    from toolkit.prune.structured import load_pruned
-
     folder = Path(folder)
     if (folder / LEGACY_MANIFEST).is_file() and not (folder / MANIFEST).is_file():
         raise ArtifactError(f"{folder} is a {ARTIFACT_FORMAT} v1 artifact ({LEGACY_MANIFEST}), written by an earlier "
@@ -190,8 +188,6 @@ def load(folder: str | os.PathLike) -> Classifier:
     if runtime == "torch":
         model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
     elif runtime == "openvino":
-        from toolkit.engines import compile_openvino
-
         model = compile_openvino(folder / OPENVINO_GRAPH)
     else:
         raise ArtifactError(f"{folder}: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")

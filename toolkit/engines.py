@@ -32,6 +32,8 @@ from typing import Callable, Sequence
 import torch
 
 from toolkit import artifacts
+from toolkit.layers import eval_mode
+from toolkit.runtime import quiet_loggers
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # the positional order of BertForSequenceClassification.forward
 PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT values accepted here
@@ -49,8 +51,6 @@ def _quiet():
 
     import rich
     from rich.console import Console
-
-    from toolkit.runtime import quiet_loggers
 
     console, rich._console = rich._console, Console(file=io.StringIO(), force_jupyter=False)  # not a widget in Jupyter
     with warnings.catch_warnings(), quiet_loggers(("", "nncf")):
@@ -74,11 +74,11 @@ class Logits:
 class EngineClassifier(torch.nn.Module):
     """A compiled engine model behind the ``model(**batch).logits`` interface of a PyTorch classifier."""
 
+    device = torch.device("cpu")  # where its inputs go (layers.device_of reads it: an engine has no parameters)
+
     def __init__(self, run: Callable[[dict], object], name: str, files: Sequence[Path]):
         super().__init__()
         self._run, self.name, self.files = run, name, [Path(f) for f in files]
-        # measure.compare_latency asks a model for its device: engines run on the CPU
-        self.register_parameter("_cpu", torch.nn.Parameter(torch.zeros(0), requires_grad=False))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None) -> Logits:
         if token_type_ids is None:
@@ -115,16 +115,11 @@ def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, op
     if eager_attention:
         model = copy.deepcopy(model)
         model.set_attn_implementation("eager")
-    was_training = model.training
-    model.eval()
     args = tuple(batch[name] for name in INPUT_NAMES)  # each (batch, sequence)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {"logits": {0: "batch"}}
-    try:
-        with artifacts.atomic_path(path) as tmp, torch.no_grad(), _quiet():
-            torch.onnx.export(model, args, str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), artifacts.atomic_path(path) as tmp, torch.no_grad(), _quiet():
+        torch.onnx.export(model, args, str(tmp), input_names=list(INPUT_NAMES), output_names=["logits"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
     return path
 
 
@@ -201,13 +196,8 @@ def openvino_model(model: torch.nn.Module, batch: dict):
     """Convert a PyTorch classifier to an OpenVINO model (every input dimension dynamic)."""
     import openvino as ov
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), _quiet():
-            return ov.convert_model(model, example_input={name: batch[name] for name in INPUT_NAMES})
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), _quiet():
+        return ov.convert_model(model, example_input={name: batch[name] for name in INPUT_NAMES})
 
 
 def nncf_int8(ov_model, calibration_batches: Sequence[dict]):
@@ -290,13 +280,8 @@ def check_against(engine: EngineClassifier, model: torch.nn.Module, batch: dict,
     be measured as if it were the same model. Quantized engines need a larger ``atol``.
     """
     inputs = {k: v for k, v in batch.items() if k in INPUT_NAMES}
-    was_training = model.training
-    model.eval()  # no dropout; the model's mode is restored below
-    try:
-        with torch.inference_mode():
-            difference = float((engine(**inputs).logits.float() - model(**inputs).logits.float()).abs().max())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():  # no dropout; the model's mode is restored after
+        difference = float((engine(**inputs).logits.float() - model(**inputs).logits.float()).abs().max())
     if difference > atol:
         raise AssertionError(f"{engine.name}: logits differ from PyTorch's by up to {difference:.3g} (> atol {atol:g})")
     return difference

@@ -18,6 +18,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +26,9 @@ from typing import Sequence
 import torch
 from safetensors.torch import save_model
 
-from toolkit.data import Example, encode, token_lengths
+from toolkit.data import Example, encode
+from toolkit.layers import device_of, eval_mode, predict
+from toolkit.runtime import check_int
 
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
 
@@ -178,17 +181,13 @@ def latency(
     The model runs in eval mode under ``torch.inference_mode`` on the device of its
     parameters; CUDA work is synchronised before each clock read.
     """
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer; got {warmup!r}")
-    dev = next(model.parameters()).device
+    check_int("repeats", repeats)
+    check_int("warmup", warmup, minimum=0)
+    dev = device_of(model)
     inputs = {k: v.to(dev) for k, v in batch.items() if k != "labels"}
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    was_training = model.training
-    model.eval()
     times = []
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for step in range(warmup + repeats):
             if step == warmup:
                 start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
@@ -199,7 +198,6 @@ def latency(
             if step >= warmup:
                 times.append((time.perf_counter() - start) * 1e3)
     other_load = _other_load(start_wall, start_cpu)
-    model.train(was_training)
     times.sort()
     batch_size, seq_len = inputs["input_ids"].shape  # (batch, seq)
     return Latency(
@@ -223,37 +221,6 @@ def latency_batch(tokenizer, examples: Sequence[Example], batch_size: int, max_l
 
 
 # ----------------------------------------------------------------------------- accuracy
-def predict(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> torch.Tensor:
-    """Logits for every example, in the order given: (n_examples, n_labels), float32 on the CPU.
-
-    The sentences run shortest first, so each batch pads only to a length its neighbours share
-    (Hugging Face's ``group_by_length``, sentence-transformers' ``encode``); the rows are put back
-    in order afterwards. On the 450 test sentences (mean 17 tokens, longest 64) this halves the
-    time of an evaluation; a row's logits do not depend on its batch-mates beyond float rounding.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    dev = next(model.parameters()).device
-    lengths = token_lengths(tokenizer, examples)
-    order = sorted(range(len(examples)), key=lengths.__getitem__)  # shortest first (stable)
-    was_training = model.training
-    model.eval()
-    logits = []
-    try:
-        for start in range(0, len(order), batch_size):
-            # inputs built outside inference mode, like latency's: a compiled model then sees one kind of tensor
-            batch = encode(tokenizer, [examples[i] for i in order[start : start + batch_size]])
-            inputs = {k: v.to(dev) for k, v in batch.items() if k != "labels"}
-            with torch.inference_mode():
-                logits.append(model(**inputs).logits.float().cpu())  # (batch, n_labels)
-    finally:
-        model.train(was_training)
-    by_length = torch.cat(logits)  # (n, n_labels), rows in `order`
-    out = torch.empty_like(by_length)
-    out[torch.tensor(order, dtype=torch.long)] = by_length
-    return out
-
-
 def accuracy(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> float:
     """Fraction of ``examples`` whose arg-max prediction equals the label (0..1)."""
     if len(examples) == 0:
@@ -367,10 +334,8 @@ def compare_calls(
     result also says how much of the machine's CPU time *other* processes used meanwhile
     (``other_load``); speed claims treat a busy machine as inconclusive.
     """
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer; got {rounds!r}")
-    if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer; got {warmup!r}")
+    check_int("rounds", rounds)
+    check_int("warmup", warmup, minimum=0)
     calls = (baseline_call, candidate_call)
     for _ in range(warmup):
         for call in calls:
@@ -399,6 +364,26 @@ def compare_calls(
         threads=torch.get_num_threads(),
         other_load=other_load,
     )
+
+
+def sparse_vs_dense(weight: torch.Tensor, tokens: int = 1024, warmup: int = 3, repeats: int = 15) -> dict:
+    """y = W x dense against ``torch.sparse.mm`` with W in CSR, x of shape (in, tokens), timed in
+    ``repeats`` alternating rounds (``compare_calls``); ``weight`` from e.g. ``toolkit.prune.speed.random_sparse``.
+
+    Returns the two medians in ms, ``speedup`` (dense time / sparse time, the median of the
+    per-round ratios), the thread count and the whole ``SpeedComparison`` under ``"comparison"``.
+    """
+    check_int("tokens", tokens)
+    x = torch.randn(weight.shape[1], tokens, generator=torch.Generator().manual_seed(1))  # (in, tokens)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        csr = weight.to_sparse_csr()
+    workload = f"W {weight.shape[0]}x{weight.shape[1]} at {1 - csr.values().numel() / weight.numel():.0%} sparsity @ x {weight.shape[1]}x{tokens}"
+    with torch.inference_mode():
+        comparison = compare_calls(lambda: weight @ x, lambda: torch.sparse.mm(csr, x), rounds=repeats, warmup=warmup,
+                                   names=("dense", "CSR"), workload=workload)  # (out, tokens) each
+    return {"dense_ms": comparison.baseline_ms, "sparse_ms": comparison.candidate_ms, "speedup": comparison.ratio,
+            "threads": comparison.threads, "comparison": comparison}
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -450,22 +435,15 @@ def compare_latency(
     training flags are restored afterwards.
     """
     models = (baseline, candidate)
-    devices = [next(m.parameters()).device for m in models]
+    devices = [device_of(m) for m in models]
     inputs = [{k: v.to(d) for k, v in batch.items() if k != "labels"} for d in devices]
     sync = torch.cuda.synchronize if any(d.type == "cuda" for d in devices) else (lambda: None)
-    modes = [m.training for m in models]
     batch_size, seq_len = inputs[0]["input_ids"].shape  # (batch, seq)
-    for m in models:
-        m.eval()
-    try:
-        with torch.inference_mode():
-            return compare_calls(
-                lambda: baseline(**inputs[0]), lambda: candidate(**inputs[1]), rounds=rounds, warmup=warmup,
-                names=names, workload=f"batch {batch_size} x {seq_len} tokens", sync=sync,
-            )
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
+    with eval_mode(*models), torch.inference_mode():
+        return compare_calls(
+            lambda: baseline(**inputs[0]), lambda: candidate(**inputs[1]), rounds=rounds, warmup=warmup,
+            names=names, workload=f"batch {batch_size} x {seq_len} tokens", sync=sync,
+        )
 
 
 # ----------------------------------------------------------------------------- uncertainty
@@ -477,8 +455,7 @@ def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95) -> tupl
     On 450 test sentences one sentence is 0.22 points and the 95% interval at 93% is about
     ±2.4 points: differences smaller than that are not evidence by themselves.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive integer (sentences evaluated); got {n!r}")
+    check_int("n", n, detail=' (sentences evaluated)')
     if not 0 <= accuracy <= 1:
         raise ValueError(f"accuracy must be a fraction in [0, 1]; got {accuracy!r}")
     if not 0 < confidence < 1:

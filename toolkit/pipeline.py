@@ -27,6 +27,8 @@ import torch
 from toolkit import artifacts, runtime
 from toolkit.data import Example
 from toolkit.models import cache_key
+from toolkit.prune import structured
+from toolkit.prune.structured import load_pruned, save_pruned
 from toolkit.train import FineTuneConfig, autocast_dtype, distillation_loss, fine_tune_
 
 STUDENT_FORMAT = 1  # part of the inputs (and so of the folder's key)
@@ -47,8 +49,6 @@ def prune_by_importance(model: torch.nn.Module, tokenizer, score_examples: Seque
                         drop_layers: Sequence[int] = ()) -> torch.nn.Module:
     """A pruned copy: the ``heads`` heads and ``neurons`` FFN neurons of highest gradient importance kept in every
     layer (chapter 7's scores on ``score_examples``), then ``drop_layers`` removed."""
-    from toolkit.prune import structured
-
     scores = structured.structure_importance(model, tokenizer, score_examples)
     return structured.prune_structures(model, heads=structured.lowest(scores["heads"], heads),
                                        neurons=structured.lowest(scores["ffn"], neurons), layers=drop_layers)
@@ -71,8 +71,6 @@ def distilled_student(
     """Prune ``teacher`` (``prune_by_importance``) and distil it on ``train`` (embeddings frozen: pruning does not
     touch them), or load the verified cached result. ``teacher_key`` names the teacher's own cache (e.g. the
     classifier cache folder's name) so a new teacher is a new student. ``teacher`` is not changed."""
-    from toolkit.prune.structured import load_pruned, save_pruned
-
     inputs = {
         "format": STUDENT_FORMAT,
         "teacher": teacher_key,

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import artifacts, claims, report, runtime
+from toolkit.runtime import check_int
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -130,8 +131,7 @@ def run_workbook(
 ) -> list[ChapterRun]:
     """Execute the chosen chapters (``jobs`` at a time) and write ``<out_dir>/report.md``; return one entry per
     chapter, in chapter order."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive integer (chapters run at a time); got {jobs!r}")
+    check_int("jobs", jobs, detail=' (chapters run at a time)')
     out_dir = Path(out_dir).resolve()
     results_dir = Path(results_dir).resolve() if results_dir else out_dir / "results"
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,15 @@ def quiet_third_party() -> None:
         pass
 
 
+def check_int(name: str, value, *, minimum: int = 1, detail: str = "") -> int:
+    """``value`` if it is an integer (``True`` and ``False`` are not) of at least ``minimum``; else a
+    ``ValueError`` that names the argument, what it accepts and what it got."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        accepted = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer of at least {minimum}")
+        raise ValueError(f"{name} must be {accepted}{detail}; got {value!r}")
+    return value
+
+
 def seed_everything(seed: int = 0) -> None:
     """Seed ``random``, NumPy and torch so that a chapter gives the same numbers each run."""
     random.seed(seed)

@@ -1,4 +1,4 @@
-"""A short, readable fine-tuning loop (used to build the baseline, and later to retrain).
+"""A short, readable fine-tuning loop (used to build the baseline, and later to retrain and to prune while training).
 
 The loop is deliberately plain PyTorch: AdamW, a linear learning-rate schedule with a
 short warm-up, cross-entropy through the model's own ``labels`` argument, and a progress
@@ -19,7 +19,13 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from toolkit.data import Example, batches, token_lengths
+from toolkit.layers import device_of, eval_mode
+from toolkit.prune import gradual, movement
+from toolkit.prune.apply import apply_masks_, remove_masks_
+from toolkit.prune.importance import prunable_modules
+from toolkit.prune.masks import check_sparsity
 from toolkit.measure import accuracy, hardware
+from toolkit.runtime import check_int
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -61,12 +67,10 @@ class FineTuneConfig:
     precision: str = "fp32"  # "fp32", "bf16" or "auto" (bf16 autocast where the CPU has AVX512-BF16 or AMX)
 
     def __post_init__(self):
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer; got {self.epochs!r}")
+        check_int("epochs", self.epochs)
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive; got {self.learning_rate!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {self.batch_size!r}")
+        check_int("batch_size", self.batch_size)
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction!r}")
         if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
@@ -129,12 +133,8 @@ class TeacherOutputs:
             rows = {k: v[missing] for k, v in batch.items() if k != "labels"}
             width = int(rows["attention_mask"].sum(dim=1).max())
             rows = {k: v[:, :width] for k, v in rows.items()}  # re-padded to the longest missing row
-            was_training = self.teacher.training
-            self.teacher.eval()
-            try:
+            with eval_mode(self.teacher):
                 out = self.teacher(**rows, output_hidden_states=hidden)
-            finally:
-                self.teacher.train(was_training)
             for j, i in enumerate(missing):
                 n = len(keys[i])
                 states = tuple(h[j, :n].float().clone() for h in out.hidden_states) if hidden else None
@@ -236,9 +236,8 @@ def step_caller(model: torch.nn.Module, tokenizer, train: Sequence[Example], con
     """A zero-argument callable that trains ``model`` in place for ``steps_per_call`` steps of ``fine_tune_``'s loop
     (same batching, precision and loss; a constant learning rate), cycling through ``train``: for timing two loops
     against each other with ``toolkit.measure.compare_calls``."""
-    if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be a positive integer; got {steps_per_call!r}")
-    device = next(model.parameters()).device
+    check_int("steps_per_call", steps_per_call)
+    device = device_of(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     lengths = None
@@ -324,7 +323,7 @@ def fine_tune_(
     ``config.precision`` runs the forward pass under bf16 autocast where that pays
     (``autocast_dtype``). Both change which floating-point operations run, not the recipe.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else device_of(model)
     examples = list(train[: config.train_limit] if config.train_limit else train)
     torch.manual_seed(config.seed)
     model.to(device).train()
@@ -366,3 +365,109 @@ def fine_tune_(
             print(f"epoch {epoch}: mean loss {logs[-1].mean_loss:.4f}{shown} ({logs[-1].seconds:.0f} s)")
     model.eval()
     return logs
+
+
+# ----------------------------------------------------------------------------- pruning while training (chapter 8)
+def prune_during_training_(
+    model: torch.nn.Module,
+    tokenizer,
+    train,
+    schedule: gradual.PruningSchedule,
+    config,
+    names: Sequence[str] | None = None,
+    criterion: str = "magnitude",
+    scope: str = "local",
+    layer_sparsity: dict[str, float] | None = None,
+    loss_fn: Callable | None = None,
+    progress: bool = True,
+    lr_factor: Callable[[int], float] | None = None,
+    score_learning_rate: float = 1e-2,
+    score_init: str = "constant",
+) -> gradual.PruningLog:
+    """Train ``model`` in place with ``fine_tune_`` while its masks follow ``schedule`` (``toolkit.prune.gradual``); the masks are
+    made permanent at the end (``remove_masks_``), so the model comes back with plain weights and exact zeros.
+
+    ``layer_sparsity`` gives each layer its own final sparsity (local scope only); the schedule then runs
+    for each layer with its own s_f. ``config.epochs`` × the steps per epoch must equal ``schedule.steps``.
+    The embeddings are frozen (``requires_grad=False``) while training: they are not pruned.
+    ``lr_factor`` goes to ``fine_tune_``: ``schedule.lr_factor`` re-warms the learning rate after every cut.
+
+    ``criterion="movement"`` learns a score per weight (``toolkit.prune.movement``: straight-through TopK,
+    Adam at ``score_learning_rate``, Sanh et al.'s 1e-2) and recomputes each layer's mask from the scores
+    at every step, so a removed weight can return. The scores start equal, with ties broken by |w|, so a
+    cut before any training (a first cut at step 0) is a magnitude cut that the scores then revise;
+    ``score_init="magnitude"`` starts them at |w| / mean |w| instead (``movement.ScoredMask``); ``"magnitude"`` keeps the largest |w| still in, and
+    its masks only ever shrink.
+    """
+    if criterion not in gradual.CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(gradual.CRITERIA)}; got {criterion!r}")
+    if scope not in gradual.SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(gradual.SCOPES)}; got {scope!r}")
+    names = prunable_modules(model, names)
+    if layer_sparsity is not None:
+        if scope != "local":
+            raise ValueError("layer_sparsity needs scope='local': a global threshold decides each layer's share itself")
+        missing = sorted(set(names) - set(layer_sparsity))
+        unknown = sorted(set(layer_sparsity) - set(names))
+        if missing or unknown:
+            raise ValueError(f"layer_sparsity must name exactly the pruned layers; missing {missing[:3]}, unknown {unknown[:3]}")
+        for value in layer_sparsity.values():
+            check_sparsity(value)
+    examples = list(train[: config.train_limit] if config.train_limit else train)
+    total = -(-len(examples) // config.batch_size) * config.epochs
+    if total != schedule.steps:
+        raise ValueError(f"the schedule has {schedule.steps} steps but the training runs {total} "
+                         f"({len(examples)} examples, batch {config.batch_size}, {config.epochs} epochs)")
+    if criterion == "movement" and scope != "local":
+        raise ValueError("movement pruning keeps the top scores of each layer: it needs scope='local'")
+    if criterion == "movement":
+        scored = movement.attach_scores_(model, names, init=score_init)
+        removed = {n: torch.zeros_like(model.get_submodule(n).weight, dtype=torch.bool) for n in names}  # ever out at an update
+    else:
+        apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
+    log = gradual.PruningLog()
+    frozen = [p for p in model.base_model.embeddings.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+
+    def targets(step):
+        if layer_sparsity is None:
+            return schedule.at(step)
+        return {n: schedule.at(step, layer_sparsity[n]) for n in names}
+
+    def update(step):
+        wanted = targets(step)
+        if step > 0 and wanted == targets(step - 1):
+            return
+        log.steps.append(step)
+        if criterion == "movement":
+            for n, m in movement.current_masks(scored).items():  # the mask the last steps trained with
+                removed[n] |= m == 0
+            movement.set_sparsity_(scored, wanted)  # the masks follow the scores at every forward pass
+            kept = movement.current_masks(scored)
+            for n, m in kept.items():
+                removed[n] |= m == 0
+            log.sparsity.append(1 - sum(float(m.sum()) for m in kept.values()) / sum(m.numel() for m in kept.values()))
+        else:
+            scores = {n: model.get_submodule(n).weight_orig.detach().abs() for n in names}
+            log.sparsity.append(gradual.update_masks_(model, names, wanted, scores, scope))
+        reached = abs(log.sparsity[-1] - schedule.final) < 1e-3 or layer_sparsity is not None and step == schedule.steps
+        if progress and step > 0 and (reached or len(log.steps) % 5 == 0):  # a few lines per run, not one per update
+            tqdm.write(f"step {step}: sparsity {log.sparsity[-1]:.1%}")
+
+    rates = {"scores": score_learning_rate} if criterion == "movement" else None
+    try:
+        update(0)
+        fine_tune_(model, tokenizer, examples, config, progress=progress, on_step=update, loss_fn=loss_fn, lr_factor=lr_factor,
+                   learning_rates=rates)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        if criterion == "movement":
+            log.masks = movement.current_masks(scored)
+            log.returned = sum(int((removed[n] & (log.masks[n] > 0)).sum()) for n in names)
+            movement.remove_scores_(model, names)
+    if criterion == "magnitude":
+        log.masks = {n: m.detach().clone() for n, m in gradual.current_masks(model, names).items()}
+        remove_masks_(model)
+    return log

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from toolkit.layers import eval_mode
+from toolkit.runtime import check_int
+
 IMAGE_SIZE = 32
 
 
@@ -77,8 +80,7 @@ def train_images_(
 
     Per step: loss = cross_entropy(model(x).logits, y) on a shuffled batch of ``batch_size`` images.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+    check_int("epochs", epochs)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     steps = epochs * -(-len(labels) // batch_size)
@@ -101,11 +103,9 @@ def train_images_(
 @torch.inference_mode()
 def image_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
     """Share of ``images`` whose highest logit is the right label (model in eval mode)."""
-    was_training = model.training
-    model.eval()
-    hits = sum(
-        int((model(pixel_values=images[i : i + batch_size]).logits.argmax(-1) == labels[i : i + batch_size]).sum())
-        for i in range(0, len(labels), batch_size)
-    )
-    model.train(was_training)
+    with eval_mode(model):
+        hits = sum(
+            int((model(pixel_values=images[i : i + batch_size]).logits.argmax(-1) == labels[i : i + batch_size]).sum())
+            for i in range(0, len(labels), batch_size)
+        )
     return hits / len(labels)

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.data import Example
+from toolkit.runtime import check_int
 
 
 class TrimmedEmbedding(torch.nn.Module):
@@ -100,8 +101,7 @@ def task_vocabulary(tokenizer, examples: Sequence[Example], max_length: int = 64
                     keep_characters: bool = False) -> Vocabulary:
     """The token ids ``examples`` produce at least ``min_count`` times (truncated as the classifier
     truncates), plus every special token, plus every single-character piece if ``keep_characters``."""
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        raise ValueError(f"min_count must be a positive integer (occurrences in examples); got {min_count!r}")
+    check_int("min_count", min_count, detail=' (occurrences in examples)')
     counts = token_counts(tokenizer, examples, max_length)
     ids = set(tokenizer.all_special_ids) | set(torch.nonzero(counts >= min_count).flatten().tolist())
     if keep_characters:

@@ -15,6 +15,8 @@ import copy
 import torch
 from torch.nn.utils import prune
 
+from toolkit.prune.importance import prunable_modules
+
 
 def _check_names(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None:
     modules = dict(model.named_modules())
@@ -58,6 +60,4 @@ def remove_masks_(model: torch.nn.Module) -> int:
 
 def sparsity_report(model: torch.nn.Module, modules=None) -> dict[str, float]:
     """Fraction of exact zeros in the weight of each layer (default: every prunable linear layer)."""
-    from toolkit.prune.importance import prunable_modules
-
     return {n: float((model.get_submodule(n).weight == 0).float().mean()) for n in prunable_modules(model, modules)}

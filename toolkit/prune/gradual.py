@@ -1,4 +1,5 @@
-"""Pruning while training: one loop for one-shot, iterative and gradual pruning.
+"""Pruning while training: one loop for one-shot, iterative and gradual pruning (the schedules and mask updates;
+``toolkit.train.prune_during_training_`` runs them inside the fine-tuning loop).
 
 A **schedule** says which sparsity the model must have after each training step t = 0, 1, ..., T
 (t = 0 is before the first step). The three methods differ only in their schedule; the training
@@ -28,16 +29,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from toolkit.prune import masks as masks_module
-from toolkit.prune.apply import apply_masks_
 from toolkit.prune.masks import check_sparsity
-from toolkit.prune import movement
 from toolkit.prune.schedule import cubic_sparsity, iterative_sparsities
+from toolkit.runtime import check_int
 
 METHODS = ("one-shot", "iterative", "gradual")
 CRITERIA = ("magnitude", "movement")
@@ -101,8 +100,7 @@ class PruningSchedule:
     def at(self, step: int, final: float | None = None) -> float:
         """The sparsity the model must have after ``step`` training steps (``final`` overrides s_f, e.g. per layer)."""
         final = self.final if final is None else check_sparsity(final)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be a non-negative integer; got {step!r}")
+        check_int("step", step, minimum=0)
         if self.method == "one-shot":
             return final
         if self.method == "iterative":
@@ -129,8 +127,7 @@ class PruningSchedule:
         from the peak to ``floor`` · peak: factor = 1 - (1 - floor) · (step - c) / (c' - c). Before the first
         cut (dense training before t0) the same decay runs from step 0 to t0. Pass it as
         ``fine_tune_(..., lr_factor=schedule.lr_factor)`` (oBERT decays 5e-5 -> 5e-6, floor 0.1)."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be a non-negative integer; got {step!r}")
+        check_int("step", step, minimum=0)
         if not 0 <= floor <= 1:
             raise ValueError(f"floor must be in [0, 1]; got {floor!r}")
         points = sorted({0, *self._cuts, self.steps})  # change points; the last is T
@@ -149,7 +146,7 @@ class PruningLog:
     returned: int = 0  # weights out of the mask at one of the updates and back in the final mask (movement only)
 
 
-def _current_masks(model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
+def current_masks(model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
     return {n: model.get_submodule(n).weight_mask for n in names}
 
 
@@ -161,7 +158,7 @@ def update_masks_(model: torch.nn.Module, names: Sequence[str], targets: dict[st
     Weights already removed score -inf and stay removed. Returns the sparsity over all ``names``."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
-    current = _current_masks(model, names)
+    current = current_masks(model, names)
     live = {n: torch.where(current[n] > 0, scores[n].float(), torch.full_like(current[n], -math.inf)) for n in names}
     if scope == "global":
         if not isinstance(targets, float):
@@ -175,115 +172,6 @@ def update_masks_(model: torch.nn.Module, names: Sequence[str], targets: dict[st
         current[n].copy_(new[n] * current[n])  # (out, in): never revive a removed weight
     removed = sum(int((current[n] == 0).sum()) for n in names)
     return removed / sum(current[n].numel() for n in names)
-
-
-def prune_during_training_(
-    model: torch.nn.Module,
-    tokenizer,
-    train,
-    schedule: PruningSchedule,
-    config,
-    names: Sequence[str] | None = None,
-    criterion: str = "magnitude",
-    scope: str = "local",
-    layer_sparsity: dict[str, float] | None = None,
-    loss_fn: Callable | None = None,
-    progress: bool = True,
-    lr_factor: Callable[[int], float] | None = None,
-    score_learning_rate: float = 1e-2,
-    score_init: str = "constant",
-) -> PruningLog:
-    """Train ``model`` in place with ``toolkit.train.fine_tune_`` while its masks follow ``schedule``; the masks are
-    made permanent at the end (``remove_masks_``), so the model comes back with plain weights and exact zeros.
-
-    ``layer_sparsity`` gives each layer its own final sparsity (local scope only); the schedule then runs
-    for each layer with its own s_f. ``config.epochs`` × the steps per epoch must equal ``schedule.steps``.
-    The embeddings are frozen (``requires_grad=False``) while training: they are not pruned.
-    ``lr_factor`` goes to ``fine_tune_``: ``schedule.lr_factor`` re-warms the learning rate after every cut.
-
-    ``criterion="movement"`` learns a score per weight (``toolkit.prune.movement``: straight-through TopK,
-    Adam at ``score_learning_rate``, Sanh et al.'s 1e-2) and recomputes each layer's mask from the scores
-    at every step, so a removed weight can return. The scores start equal, with ties broken by |w|, so a
-    cut before any training (a first cut at step 0) is a magnitude cut that the scores then revise;
-    ``score_init="magnitude"`` starts them at |w| / mean |w| instead (``movement.ScoredMask``); ``"magnitude"`` keeps the largest |w| still in, and
-    its masks only ever shrink.
-    """
-    from toolkit.prune.apply import remove_masks_
-    from toolkit.prune.importance import prunable_modules
-    from toolkit.train import fine_tune_
-
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
-    names = prunable_modules(model, names)
-    if layer_sparsity is not None:
-        if scope != "local":
-            raise ValueError("layer_sparsity needs scope='local': a global threshold decides each layer's share itself")
-        missing = sorted(set(names) - set(layer_sparsity))
-        unknown = sorted(set(layer_sparsity) - set(names))
-        if missing or unknown:
-            raise ValueError(f"layer_sparsity must name exactly the pruned layers; missing {missing[:3]}, unknown {unknown[:3]}")
-        for value in layer_sparsity.values():
-            check_sparsity(value)
-    examples = list(train[: config.train_limit] if config.train_limit else train)
-    total = -(-len(examples) // config.batch_size) * config.epochs
-    if total != schedule.steps:
-        raise ValueError(f"the schedule has {schedule.steps} steps but the training runs {total} "
-                         f"({len(examples)} examples, batch {config.batch_size}, {config.epochs} epochs)")
-    if criterion == "movement" and scope != "local":
-        raise ValueError("movement pruning keeps the top scores of each layer: it needs scope='local'")
-    if criterion == "movement":
-        scored = movement.attach_scores_(model, names, init=score_init)
-        removed = {n: torch.zeros_like(model.get_submodule(n).weight, dtype=torch.bool) for n in names}  # ever out at an update
-    else:
-        apply_masks_(model, {n: torch.ones_like(model.get_submodule(n).weight) for n in names})
-    log = PruningLog()
-    frozen = [p for p in model.base_model.embeddings.parameters() if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-
-    def targets(step):
-        if layer_sparsity is None:
-            return schedule.at(step)
-        return {n: schedule.at(step, layer_sparsity[n]) for n in names}
-
-    def update(step):
-        wanted = targets(step)
-        if step > 0 and wanted == targets(step - 1):
-            return
-        log.steps.append(step)
-        if criterion == "movement":
-            for n, m in movement.current_masks(scored).items():  # the mask the last steps trained with
-                removed[n] |= m == 0
-            movement.set_sparsity_(scored, wanted)  # the masks follow the scores at every forward pass
-            kept = movement.current_masks(scored)
-            for n, m in kept.items():
-                removed[n] |= m == 0
-            log.sparsity.append(1 - sum(float(m.sum()) for m in kept.values()) / sum(m.numel() for m in kept.values()))
-        else:
-            scores = {n: model.get_submodule(n).weight_orig.detach().abs() for n in names}
-            log.sparsity.append(update_masks_(model, names, wanted, scores, scope))
-        reached = abs(log.sparsity[-1] - schedule.final) < 1e-3 or layer_sparsity is not None and step == schedule.steps
-        if progress and step > 0 and (reached or len(log.steps) % 5 == 0):  # a few lines per run, not one per update
-            tqdm.write(f"step {step}: sparsity {log.sparsity[-1]:.1%}")
-
-    rates = {"scores": score_learning_rate} if criterion == "movement" else None
-    try:
-        update(0)
-        fine_tune_(model, tokenizer, examples, config, progress=progress, on_step=update, loss_fn=loss_fn, lr_factor=lr_factor,
-                   learning_rates=rates)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-        if criterion == "movement":
-            log.masks = movement.current_masks(scored)
-            log.returned = sum(int((removed[n] & (log.masks[n] > 0)).sum()) for n in names)
-            movement.remove_scores_(model, names)
-    if criterion == "magnitude":
-        log.masks = {n: m.detach().clone() for n, m in _current_masks(model, names).items()}
-        remove_masks_(model)
-    return log
 
 
 def allocate_sparsity(damage: dict[str, float], sizes: dict[str, int], target: float, spread: float = 0.1,

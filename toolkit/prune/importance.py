@@ -24,8 +24,8 @@ from typing import Iterable, Sequence
 import torch
 
 from toolkit import layers
-from toolkit.activations import run_with_hooks
 from toolkit.data import Example, batches
+from toolkit.layers import device_of, eval_mode, run_with_hooks
 
 CRITERIA = ("magnitude", "gradient", "taylor", "activation")
 DEFAULT_SKIP = ("classifier", "bert.pooler")
@@ -62,28 +62,26 @@ def _gradient_scores(model, names, tokenizer, examples, batch_size, times_weight
     saved_flags = {p: p.requires_grad for p in model.parameters()}
     saved_grads = {n: (p.grad.clone() if p.grad is not None else None) for n, p in params.items()}
     scores = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    was_training = model.training
-    model.eval()  # no dropout: the scores are a property of the model, not of a random mask
     for p in model.parameters():
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     try:
-        for batch in batches(tokenizer, examples, batch_size=batch_size):
-            for p in params.values():
-                p.grad = None
-            model(**{k: v.to(dev) for k, v in batch.items()}).loss.backward()  # (batch,) labels -> scalar loss
-            with torch.no_grad():
-                for n, p in params.items():
-                    g = p.grad.float()
-                    scores[n] += (p.float() * g).abs() if times_weight else g.abs()
+        with eval_mode(model):  # no dropout: the scores are a property of the model, not of a random mask
+            for batch in batches(tokenizer, examples, batch_size=batch_size):
+                for p in params.values():
+                    p.grad = None
+                model(**{k: v.to(dev) for k, v in batch.items()}).loss.backward()  # (batch,) labels -> scalar loss
+                with torch.no_grad():
+                    for n, p in params.items():
+                        g = p.grad.float()
+                        scores[n] += (p.float() * g).abs() if times_weight else g.abs()
     finally:
         for p, flag in saved_flags.items():
             p.requires_grad_(flag)
         for n, p in params.items():
             p.grad = saved_grads[n]
-        model.train(was_training)
     return scores
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from toolkit.layers import encoder_layers, ffn_sizes, heads_per_layer
+
 
 @dataclass
 class LibraryResult:
@@ -37,8 +39,6 @@ def torch_pruning_heads_and_ffn(model: torch.nn.Module, example_inputs: dict, he
     from importlib.metadata import version
 
     import torch_pruning as tp
-
-    from toolkit.prune.structured import encoder_layers, ffn_sizes, heads_per_layer
 
     layers = encoder_layers(model)
     total_heads, total_ffn = heads_per_layer(model)[0], ffn_sizes(model)[0]

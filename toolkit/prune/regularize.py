@@ -18,6 +18,8 @@ from typing import Iterable
 
 import torch
 
+from toolkit.runtime import check_int
+
 
 def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
     """Σ |w| over all tensors (multiply by λ and add to the loss)."""
@@ -98,8 +100,7 @@ class ProximalPenalty:
             raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}; got {penalty!r}")
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
             raise ValueError(f"strength must be a non-negative number (λ); got {strength!r}")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive integer; got {total_steps!r}")
+        check_int("total_steps", total_steps)
         self.weights, self.penalty, self.strength = list(weights.values()), penalty, float(strength)
         self.learning_rate, self.total_steps, self.warmup_fraction = learning_rate, total_steps, warmup_fraction
 

@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from toolkit.prune.masks import check_sparsity
+from toolkit.runtime import check_int
 
 
 def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0, steps: int = 1, frequency: int = 1) -> float:
@@ -50,8 +51,7 @@ def cubic_sparsity(step: int, final: float, initial: float = 0.0, start: int = 0
 def iterative_sparsities(final: float, rounds: int) -> list[float]:
     """Sparsity at the end of each of ``rounds`` rounds that each remove the same share of the remaining weights."""
     check_sparsity(final)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer; got {rounds!r}")
+    check_int("rounds", rounds)
     return [1 - (1 - final) ** (r / rounds) for r in range(1, rounds + 1)]
 
 

@@ -1,9 +1,9 @@
-"""Does sparsity make a matrix product faster? Time it.
+"""Sparse weights that compute: a random sparse matrix, and linear layers run by a sparse kernel.
 
-y = W x for W (out, in) at a given sparsity and x (in, tokens): dense ``W @ x`` against
-``torch.sparse.mm`` with W in CSR. A sparse kernel skips the zeros but pays for indirect
-memory access and loses the dense kernel's blocking and vector units, so it wins only above
-some sparsity: the crossover, which depends on the CPU, the shape and the library.
+y = W x for W (out, in) at a given sparsity: ``torch.sparse.mm`` with W in CSR skips the zeros
+but pays for indirect memory access and loses the dense kernel's blocking and vector units, so it
+wins only above some sparsity: the crossover, which depends on the CPU, the shape and the library
+(``toolkit.measure.sparse_vs_dense`` times it).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from toolkit.layers import swap_child_
 from toolkit.prune.masks import check_sparsity
 
 
@@ -23,29 +24,6 @@ def random_sparse(out_features: int, in_features: int, sparsity: float, seed: in
     drop = torch.randperm(w.numel(), generator=g)[: round(sparsity * w.numel())]
     w.view(-1)[drop] = 0.0
     return w
-
-
-def sparse_vs_dense(weight: torch.Tensor, tokens: int = 1024, warmup: int = 3, repeats: int = 15) -> dict:
-    """y = W x dense against ``torch.sparse.mm`` with W in CSR, x of shape (in, tokens), timed in
-    ``repeats`` alternating rounds (``toolkit.measure.compare_calls``).
-
-    Returns the two medians in ms, ``speedup`` (dense time / sparse time, the median of the
-    per-round ratios), the thread count and the whole ``SpeedComparison`` under ``"comparison"``.
-    """
-    from toolkit.measure import compare_calls
-
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
-        raise ValueError(f"tokens must be a positive integer; got {tokens!r}")
-    x = torch.randn(weight.shape[1], tokens, generator=torch.Generator().manual_seed(1))  # (in, tokens)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        csr = weight.to_sparse_csr()
-    workload = f"W {weight.shape[0]}x{weight.shape[1]} at {1 - csr.values().numel() / weight.numel():.0%} sparsity @ x {weight.shape[1]}x{tokens}"
-    with torch.inference_mode():
-        comparison = compare_calls(lambda: weight @ x, lambda: torch.sparse.mm(csr, x), rounds=repeats, warmup=warmup,
-                                   names=("dense", "CSR"), workload=workload)  # (out, tokens) each
-    return {"dense_ms": comparison.baseline_ms, "sparse_ms": comparison.candidate_ms, "speedup": comparison.ratio,
-            "threads": comparison.threads, "comparison": comparison}
 
 
 class SparseLinear(torch.nn.Module):
@@ -77,6 +55,5 @@ def with_sparse_linears(model: torch.nn.Module, names) -> torch.nn.Module:
         raise ValueError(f"names must be nn.Linear layers of the model; not found: {unknown[:3]}")
     result = copy.deepcopy(model)
     for name in names:
-        parent, _, child = name.rpartition(".")
-        setattr(result.get_submodule(parent) if parent else result, child, SparseLinear(result.get_submodule(name)))
+        swap_child_(result, name, SparseLinear(result.get_submodule(name)))
     return result.eval()

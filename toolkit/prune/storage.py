@@ -35,6 +35,7 @@ import torch
 import numpy as np
 
 from toolkit import artifacts
+from toolkit.prune.importance import prunable_modules
 
 FORMAT = "workbook-sparse"
 FORMAT_VERSION = 1  # files written before the version was recorded have the same layout: read as version 1
@@ -107,8 +108,6 @@ def _dense_from(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, .
 def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "csr", modules=None, value_bits: int | None = None) -> int:
     """Write ``model`` with its prunable layers' weights in ``layout``, their kept values in fp32 or, with
     ``value_bits=8``, as int8 codes with a scale per row; returns the file's bytes."""
-    from toolkit.prune.importance import prunable_modules
-
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     if value_bits not in VALUE_BITS:

@@ -36,6 +36,8 @@ import torch
 from transformers.pytorch_utils import prune_linear_layer
 
 from toolkit import artifacts
+from toolkit.data import batches
+from toolkit.layers import device_of, encoder_layers, eval_mode, ffn_sizes, head_size, heads_per_layer
 
 FORMAT = "compression-workbook/structured-pruned"
 FORMAT_VERSION = 1
@@ -46,32 +48,6 @@ class PrunedFileError(artifacts.ArtifactError):
 
 
 # ----------------------------------------------------------------------------- where things are
-def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The encoder's list of layers of a BERT-layout model (``model.base_model.encoder.layer``)."""
-    base = getattr(model, "base_model", model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(
-            f"model must have the BERT layout (base_model.encoder.layer, as BERT, MiniLM and RoBERTa do); "
-            f"got {type(model).__name__}"
-        )
-    return layers
-
-
-def heads_per_layer(model: torch.nn.Module) -> list[int]:
-    """Number of attention heads left in every layer."""
-    return [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
-
-
-def ffn_sizes(model: torch.nn.Module) -> list[int]:
-    """Number of FFN neurons left in every layer."""
-    return [layer.intermediate.dense.out_features for layer in encoder_layers(model)]
-
-
-def head_size(model: torch.nn.Module) -> int:
-    return encoder_layers(model)[0].attention.self.attention_head_size
-
-
 def head_rows(head: int, size: int) -> slice:
     """Rows of query/key/value (and columns of the attention output) that belong to ``head``."""
     return slice(head * size, (head + 1) * size)
@@ -195,8 +171,6 @@ def structure_importance(model: torch.nn.Module, tokenizer, examples, batch_size
     pruned layer has fewer heads or neurons. The model's weights, gradients, flags and mode are
     left as they were.
     """
-    from toolkit.data import batches
-
     if tokenizer is None or not examples:
         raise ValueError("structure_importance needs tokenizer= and a non-empty examples= (labelled sentences)")
     layers = encoder_layers(model)
@@ -226,13 +200,11 @@ def structure_importance(model: torch.nn.Module, tokenizer, examples, batch_size
     handles = [layer.attention.output.dense.register_forward_pre_hook(gate_hook(i)) for i, layer in enumerate(layers)]
     handles += [layer.intermediate.register_forward_hook(ffn_hook(i)) for i, layer in enumerate(layers)]
     flags = {p: p.requires_grad for p in model.parameters()}
-    was_training = model.training
-    dev = next(model.parameters()).device
-    model.eval()
+    dev = device_of(model)
     for p in model.parameters():
         p.requires_grad_(False)  # gradients are needed for the gates and activations only
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             for batch in batches(tokenizer, examples, batch_size=batch_size):
                 for g in gates:
                     g.grad = None
@@ -248,7 +220,6 @@ def structure_importance(model: torch.nn.Module, tokenizer, examples, batch_size
             handle.remove()
         for p, flag in flags.items():
             p.requires_grad_(flag)
-        model.train(was_training)
     return {"heads": head_scores, "ffn": ffn_scores}
 
 

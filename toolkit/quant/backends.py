@@ -20,7 +20,7 @@ import warnings
 import torch
 
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
-from toolkit.quant.ptq import swap_modules
+from toolkit.layers import swap_modules
 from toolkit.quant.spec import QuantSpec
 
 BACKENDS = ("torch-dynamic", "torchao-int8")

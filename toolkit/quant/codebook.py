@@ -28,6 +28,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from toolkit.runtime import check_int
+
 CODEBOOK_SIZE = 256  # one byte per code
 
 
@@ -76,8 +78,7 @@ def product_quantize(
                 or int((row_weights > 0).sum()) < CODEBOOK_SIZE:
             raise ValueError(f"row_weights must be ({weight.shape[0]},) finite, non-negative, with at least {CODEBOOK_SIZE} "
                              f"positive entries; got shape {tuple(row_weights.shape)}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    check_int("iterations", iterations)
     if sample_rows is not None and (isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < CODEBOOK_SIZE):
         raise ValueError(f"sample_rows must be None or an integer of at least {CODEBOOK_SIZE}; got {sample_rows!r}")
     rows, dim = weight.shape

@@ -32,7 +32,7 @@ import torch
 
 from toolkit import artifacts, layers as layer_types
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
-from toolkit.quant.ptq import _parent, quantized_layers
+from toolkit.quant.ptq import quantized_layers
 from toolkit.quant.spec import QuantSpec
 
 FORMAT = "compression-workbook/quantized"
@@ -90,8 +90,8 @@ def load_quantized(path: str | os.PathLike) -> torch.nn.Module:
     model = artifacts.model_from_config(metadata["config"], architecture="AutoModelForSequenceClassification" if legacy else None)
     for name, layer in json.loads(metadata["layers"]).items():
         input_spec = QuantSpec(**layer["input_spec"]) if layer.get("input_spec") else None
-        parent, child = _parent(model, name)
-        setattr(parent, child, _shell(layer["kind"], getattr(parent, child), QuantSpec(**layer["spec"]), input_spec))
+        float_module = model.get_submodule(name)
+        layer_types.swap_child_(model, name, _shell(layer["kind"], float_module, QuantSpec(**layer["spec"]), input_spec))
     try:
         model.load_state_dict(tensors, strict=True)  # float16 scales are widened to the float32 buffers
     except RuntimeError as error:

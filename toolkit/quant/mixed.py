@@ -26,7 +26,8 @@ import torch
 from toolkit import layers
 from toolkit.quant.affine import fake_quantize
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
-from toolkit.quant.ptq import choose_modules, quantizable, swap_modules
+from toolkit.layers import swap_modules
+from toolkit.quant.ptq import choose_modules, quantizable
 from toolkit.quant.sensitivity import LayerSensitivity, allocate_bits
 from toolkit.quant.spec import QuantSpec
 from toolkit.quant.storage import stored_bytes

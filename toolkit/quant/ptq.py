@@ -8,35 +8,17 @@ head stays in float: it is tiny (768 weights here) and sits right before the dec
 
 from __future__ import annotations
 
-import copy
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 
 from toolkit import layers
+from toolkit.layers import run_with_hooks, swap_modules
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
+from toolkit.quant.observers import make_observer
 from toolkit.quant.spec import QuantSpec
 
 DEFAULT_SKIP = ("classifier",)
-
-
-def _parent(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
-    parent_name, _, child = name.rpartition(".")
-    return (model.get_submodule(parent_name) if parent_name else model), child
-
-
-def swap_modules(model: torch.nn.Module, build: Callable[[str, torch.nn.Module], torch.nn.Module | None]) -> tuple[torch.nn.Module, int]:
-    """A copy of ``model`` in which every module for which ``build(name, module)`` returns a
-    module is replaced by it; returns (copy, number replaced). The model passed in is unchanged."""
-    result = copy.deepcopy(model)
-    replaced = 0
-    for name, module in list(result.named_modules()):
-        new = build(name, module) if name else None
-        if new is not None:
-            parent, child = _parent(result, name)
-            setattr(parent, child, new)
-            replaced += 1
-    return result, replaced
 
 
 def choose_modules(known: Iterable[str], modules: Iterable[str] | None, skip: Iterable[str], what: str) -> set[str]:
@@ -125,15 +107,12 @@ def calibrate_(model: torch.nn.Module, tokenizer, examples, observer: str = "min
     its inputs (padding positions removed) to an observer, with the model in eval mode on its
     own device; afterwards each layer gets the observer's scale and zero-point. Returns the model.
     """
-    from toolkit.activations import run_with_hooks  # local: running sentences is not a dependency of the quant core
-    from toolkit.quant.observers import make_observer
-
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear) and m.input_spec is not None}
-    if not layers:
+    static = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear) and m.input_spec is not None}
+    if not static:
         raise ValueError("the model has no statically quantized layers: build it with quantize_weights(..., input_spec=...)")
     if len(examples) == 0:
         raise ValueError("examples is empty: calibration needs at least one sentence")
-    observers = {n: make_observer(observer, m.input_spec, **options) for n, m in layers.items()}
+    observers = {n: make_observer(observer, m.input_spec, **options) for n, m in static.items()}
     mask: list[torch.Tensor] = []
 
     def hook_for(name):
@@ -143,15 +122,15 @@ def calibrate_(model: torch.nn.Module, tokenizer, examples, observer: str = "min
             observers[name].observe(x[keep] if keep is not None else x.reshape(-1, x.shape[-1]))
         return hook
 
-    for module in layers.values():  # observe float inputs: switch quantization off while calibrating
+    for module in static.values():  # observe float inputs: switch quantization off while calibrating
         module._calibrating_spec, module.input_spec = module.input_spec, None
     try:
-        run_with_hooks(model, {m: hook_for(n) for n, m in layers.items()}, tokenizer, examples, mask, batch_size, pre=True)
+        run_with_hooks(model, {m: hook_for(n) for n, m in static.items()}, tokenizer, examples, mask, batch_size, pre=True)
     finally:
-        for module in layers.values():
+        for module in static.values():
             module.input_spec = module._calibrating_spec
             del module._calibrating_spec
-    for name, module in layers.items():
+    for name, module in static.items():
         scale, zero_point = observers[name].qparams()
         module.input_scale = scale.reshape(()).float()
         module.input_zero_point = zero_point.reshape(()).to(torch.int32)

@@ -32,7 +32,8 @@ from toolkit import layers
 from toolkit.quant.affine import as_rows, qparams_from_range
 from toolkit.quant.modules import QuantLinear
 from toolkit.quant.observers import MovingAverageMinMaxObserver
-from toolkit.quant.ptq import DEFAULT_SKIP, choose_modules, swap_modules
+from toolkit.layers import swap_modules
+from toolkit.quant.ptq import DEFAULT_SKIP, choose_modules
 from toolkit.quant.spec import QuantSpec
 
 

@@ -31,8 +31,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from toolkit.data import Example
+from toolkit.data import Example, batches
+from toolkit.layers import eval_mode, predict
+from toolkit.quant.affine import fake_quantize
 from toolkit.quant.spec import QuantSpec
+from toolkit.runtime import check_int
 
 
 def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], parameters: Sequence[torch.Tensor], probes: int = 8,
@@ -47,8 +50,7 @@ def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], parameters: Sequence[t
     per tensor, the mean of ``probes`` samples of vᵀHv (attention runs on PyTorch's plain "math" kernel, which
     can be differentiated twice).
     """
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer; got {probes!r}")
+    check_int("probes", probes)
     parameters = list(parameters)
     if not parameters or not all(p.requires_grad for p in parameters):
         raise ValueError("parameters must be a non-empty list of tensors with requires_grad=True")
@@ -74,10 +76,8 @@ def allocate_bits(costs: Sequence[Sequence[int]], damages: Sequence[Sequence[flo
     ``granularity`` bytes, so a returned choice never exceeds the budget. Raises ``ValueError`` if no choice fits."""
     if len(costs) != len(damages) or any(len(c) != len(d) or not c for c, d in zip(costs, damages)):
         raise ValueError("costs and damages must have one non-empty row per layer, of equal lengths")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise ValueError(f"budget must be a non-negative integer number of bytes; got {budget!r}")
-    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
-        raise ValueError(f"granularity must be a positive integer number of bytes; got {granularity!r}")
+    check_int("budget", budget, minimum=0, detail=' number of bytes')
+    check_int("granularity", granularity, detail=' number of bytes')
     units = budget // granularity
     inf = float("inf")
     best = [0.0] * (units + 1)  # D_0(c)
@@ -120,9 +120,6 @@ def layer_sensitivity(model: torch.nn.Module, tokenizer, examples: Sequence[Exam
     ``layers`` are module names of ``torch.nn.Linear`` or ``torch.nn.Embedding`` modules. ``model`` is not changed:
     the scan works on a private copy and puts each weight back after measuring it.
     """
-    from toolkit.measure import predict
-    from toolkit.quant.affine import fake_quantize
-
     work = copy.deepcopy(model).eval()
     modules = dict(work.named_modules())
     unknown = [name for name in layers if not isinstance(modules.get(name), (torch.nn.Linear, torch.nn.Embedding))]
@@ -156,8 +153,6 @@ def predicted_damage(trace: float, weight: torch.Tensor, spec: QuantSpec) -> flo
         Ω = ½ · (Tr(H) / n) · ||Q(W) - W||²
 
     (the mean curvature per weight times the squared quantization error, n = weight.numel())."""
-    from toolkit.quant.affine import fake_quantize
-
     w = weight.detach().float()
     return 0.5 * trace / w.numel() * float((fake_quantize(w, spec) - w).pow(2).sum())
 
@@ -198,29 +193,20 @@ def block_sqnr_db(reference: torch.nn.Module, model: torch.nn.Module, tokenizer,
         SQNR_k = 10 log10( Σ h_k² / Σ (ĥ_k - h_k)² )     over every real (non-padding) token
 
     Returns one value per hidden state (embeddings output first). Both models must share a tokenizer and shape."""
-    from toolkit.data import batches
-
     if len(examples) == 0:
         raise ValueError("examples is empty: comparing hidden states needs at least one sentence")
     signal: list[float] = []
     noise: list[float] = []
-    modes = (reference.training, model.training)
-    reference.eval()
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in batches(tokenizer, examples, batch_size=batch_size):
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
-                keep = inputs["attention_mask"].bool()  # (batch, seq)
-                h_ref = reference(**inputs, output_hidden_states=True).hidden_states  # (blocks + 1) x (batch, seq, d)
-                h_hat = model(**inputs, output_hidden_states=True).hidden_states
-                if not signal:
-                    signal, noise = [0.0] * len(h_ref), [0.0] * len(h_ref)
-                for k, (a, b) in enumerate(zip(h_ref, h_hat)):
-                    a, b = a[keep].float(), b[keep].float()  # (tokens, d)
-                    signal[k] += float(a.pow(2).sum())
-                    noise[k] += float((b - a).pow(2).sum())
-    finally:  # the models' train/eval modes are theirs: put them back
-        reference.train(modes[0])
-        model.train(modes[1])
+    with eval_mode(reference, model), torch.inference_mode():  # the models' train/eval modes are theirs: put back after
+        for batch in batches(tokenizer, examples, batch_size=batch_size):
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            keep = inputs["attention_mask"].bool()  # (batch, seq)
+            h_ref = reference(**inputs, output_hidden_states=True).hidden_states  # (blocks + 1) x (batch, seq, d)
+            h_hat = model(**inputs, output_hidden_states=True).hidden_states
+            if not signal:
+                signal, noise = [0.0] * len(h_ref), [0.0] * len(h_ref)
+            for k, (a, b) in enumerate(zip(h_ref, h_hat)):
+                a, b = a[keep].float(), b[keep].float()  # (tokens, d)
+                signal[k] += float(a.pow(2).sum())
+                noise[k] += float((b - a).pow(2).sum())
     return [10 * math.log10(s / n) if n > 0 else float("inf") for s, n in zip(signal, noise)]

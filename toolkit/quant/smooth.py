@@ -32,6 +32,7 @@ import torch
 
 from toolkit import layers
 from toolkit.data import Example
+from toolkit.layers import run_with_hooks, swap_child_
 
 
 def smoothquant_scales(activation_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
@@ -75,8 +76,6 @@ class ScaledInput(torch.nn.Module):
 def input_absmax(model: torch.nn.Module, tokenizer, examples: Sequence[Example], names: Sequence[str],
                  batch_size: int = 32) -> dict[str, torch.Tensor]:
     """max |x_j| over every real token (padding dropped) of the input of each named linear layer: {name: (in_features,)}."""
-    from toolkit.activations import run_with_hooks
-
     linears = layers.linear_layers(model)
     unknown = [n for n in names if n not in linears]
     if unknown:
@@ -119,8 +118,7 @@ def smooth_model(model: torch.nn.Module, absmax: dict[str, torch.Tensor], alpha:
         weight_absmax = torch.stack([lin.weight.detach().abs().amax(dim=0) for lin in linears]).amax(dim=0)  # (in,)
         scales = smoothquant_scales(absmax[group[0]], weight_absmax.float(), alpha)
         for name, linear in zip(group, linears):
-            parent, _, child = name.rpartition(".")
-            setattr(result.get_submodule(parent), child, ScaledInput(smooth_linear(linear, scales), scales))
+            swap_child_(result, name, ScaledInput(smooth_linear(linear, scales), scales))
     return result.eval()
 
 

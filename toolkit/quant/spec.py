@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from toolkit.runtime import check_int
+
 GRANULARITIES = ("tensor", "channel", "group")
 FLOAT_FORMATS = ("float16", "bfloat16")
 ROUNDINGS = ("nearest", "stochastic")
@@ -53,8 +55,7 @@ class QuantSpec:
         if self.rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}; got {self.rounding!r}")
         if self.granularity == "group":
-            if not isinstance(self.group_size, int) or self.group_size < 1:
-                raise ValueError(f"group_size must be a positive integer when granularity='group'; got {self.group_size!r}")
+            check_int("group_size", self.group_size, detail=" when granularity='group'")
         elif self.group_size is not None:
             raise ValueError(f"group_size is only used with granularity='group'; got group_size={self.group_size!r} with granularity={self.granularity!r}")
         if not isinstance(self.axis, int):

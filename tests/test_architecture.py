@@ -1,0 +1,59 @@
+"""The package's layers, read from its imports: quantization and pruning build only on the bottom layer."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
+BOTTOM = {  # module: the toolkit modules it may import
+    "toolkit.artifacts": set(),
+    "toolkit.runtime": set(),
+    "toolkit.data": {"toolkit.artifacts", "toolkit.runtime"},
+    "toolkit.layers": {"toolkit.data", "toolkit.runtime"},
+}
+LIBRARY_BASE = set(BOTTOM)  # what quant/ and prune/ may import besides their own modules
+
+
+def toolkit_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every toolkit import in a file, at any depth (inside functions too);
+    ``from toolkit import x`` counts as ``toolkit.x``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "toolkit"]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "toolkit":
+            if node.module == "toolkit":
+                found += [(node.lineno, f"toolkit.{a.name}") for a in node.names]
+            else:
+                found.append((node.lineno, node.module))
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@pytest.mark.parametrize("subpackage", ["quant", "prune"])
+def test_quant_and_prune_import_only_the_bottom_layer_and_themselves(subpackage):
+    own = f"toolkit.{subpackage}"
+    wrong = [f"{path.name}:{line}: {module}" for path in sorted((PACKAGE / subpackage).glob("*.py"))
+             for line, module in toolkit_imports(path)
+             if not (module == own or module.startswith(own + ".") or module in LIBRARY_BASE)]
+    assert not wrong, f"{own} imports upward or sideways (allowed: {sorted(LIBRARY_BASE)}):\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("module", sorted(BOTTOM))
+def test_the_bottom_layer_imports_only_below_itself(module):
+    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+    imported = {m for _, m in toolkit_imports(path)}
+    assert imported <= BOTTOM[module], f"{module} imports {sorted(imported - BOTTOM[module])}"
+
+
+def test_the_checker_sees_every_kind_of_import(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import toolkit.measure\nfrom toolkit import train\nfrom toolkit.prune.gradual import x\n"
+                      "def f():\n    from toolkit.activations import y\n")
+    assert [m for _, m in toolkit_imports(sample)] == ["toolkit.measure", "toolkit.train", "toolkit.prune.gradual",
+                                                        "toolkit.activations"]
