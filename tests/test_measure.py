@@ -200,3 +200,14 @@ def test_compare_calls_reports_what_other_processes_used():
 
     assert busy.other_load > 0.5 / (os.cpu_count() or 1), busy  # one busy loop: about one core's share of the machine
     assert "other processes used" in str(busy)
+
+
+def test_deciles_agree_with_numpy():
+    import numpy as np
+
+    from toolkit.measure import _deciles
+
+    generator = np.random.default_rng(0)
+    for n in (1, 2, 3, 15, 40):
+        values = sorted(generator.random(n).tolist())
+        assert _deciles(values) == pytest.approx((np.quantile(values, 0.1), np.quantile(values, 0.9)), abs=1e-12)

@@ -116,20 +116,33 @@ def test_fine_tune_config_rejects_bad_values():
         FineTuneConfig(train_limit=-3)
 
 
-def test_fine_tune_calls_on_step_after_every_step_in_training_mode(tokenizer, splits):
+def test_fine_tune_calls_on_step_after_every_step_in_training_mode_with_its_learning_rate(tokenizer, splits):
+    from transformers import get_linear_schedule_with_warmup
+
     from toolkit import models
     from toolkit.train import FineTuneConfig, fine_tune_
 
     model = models.sentiment_classifier(smoke=True, progress=False)
-    seen = []
+    seen, rates = [], []
 
-    def on_step(step):
+    def on_step(step, learning_rate):
         seen.append((step, model.training))
+        rates.append(learning_rate)
         model.eval()  # e.g. a validation pass; fine_tune_ must switch back
 
-    fine_tune_(model, tokenizer, splits.train, FineTuneConfig(epochs=2, train_limit=40, batch_size=16), progress=False, on_step=on_step)
+    config = FineTuneConfig(epochs=2, train_limit=40, batch_size=16, learning_rate=1e-4, warmup_fraction=0.34)
+    fine_tune_(model, tokenizer, splits.train, config, progress=False, on_step=on_step)
     assert seen == [(1, True), (2, True), (3, True), (4, True), (5, True), (6, True)]
     assert not model.training
+    # the oracle: transformers' own schedule, stepped alone (warm-up int(0.34 * 6) = 2 steps, then linear decay)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    schedule = get_linear_schedule_with_warmup(optimizer, 2, 6)
+    expected = []
+    for _ in range(6):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx(expected) and rates[:3] == pytest.approx([0.0, 5e-5, 1e-4])
 
 
 def test_distillation_loss_is_zero_kl_against_itself_and_pulls_the_student_to_the_teacher(tokenizer, splits):

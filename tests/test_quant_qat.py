@@ -139,7 +139,7 @@ def test_a_trained_qat_classifier_survives_conversion_and_the_file_round_trip(to
                       input_spec=QuantSpec(bits=8, symmetric=False))
     steps = []
     fine_tune_(qat, tokenizer, splits.train, FineTuneConfig(epochs=1, train_limit=64, learning_rate=1e-4), progress=False,
-               on_step=lambda step: (steps.append(step), freeze_observers_(qat) if step == 1 else None))
+               on_step=lambda step, learning_rate: (steps.append(step), freeze_observers_(qat) if step == 1 else None))
     assert steps == [1, 2]
     assert all(m.observer_frozen for m in qat.modules() if isinstance(m, QATLinear))
     path = tmp_path / "qat.safetensors"

@@ -180,20 +180,16 @@ def test_sparse_linear_computes_what_the_dense_layer_computes():
 
 
 def test_proximal_penalties_use_the_learning_rate_of_each_step():
-    # 10 steps, warm-up int(0.1 · 10) = 1 step: η of step 1 is 0 (factor 0/1), of step 2 the full rate, of step 10 one ninth
-    assert [regularize.learning_rate_at(k, 0.5, 10) for k in (1, 2, 10)] == pytest.approx([0.0, 0.5, 0.5 / 9])
     w = torch.tensor([[0.3, -0.05], [3.0, 4.0]])
-    regularize.ProximalPenalty({"w": w}, "l1", 0.2, 0.5, 10).step_(2)  # threshold η λ = 0.1
+    regularize.ProximalPenalty({"w": w}, "l1", 0.2).step_(2, 0.5)  # threshold η λ = 0.1
     assert torch.allclose(w, torch.tensor([[0.2, 0.0], [2.9, 3.9]]))
     v = torch.tensor([[0.3, 0.4], [3.0, 4.0]])
-    regularize.ProximalPenalty({"v": v}, "group lasso", 1.0, 0.5, 10).step_(2)  # threshold 0.5: row norms 0.5 and 5
+    regularize.ProximalPenalty({"v": v}, "group lasso", 1.0).step_(2, 0.5)  # threshold 0.5: row norms 0.5 and 5
     assert torch.allclose(v, torch.tensor([[0.0, 0.0], [2.7, 3.6]]))
     u = torch.tensor([2.0, -4.0]).reshape(1, 2)
-    regularize.ProximalPenalty({"u": u}, "l2", 0.2, 0.5, 10).step_(2)  # w (1 - 0.1)
+    regularize.ProximalPenalty({"u": u}, "l2", 0.2).step_(2, 0.5)  # w (1 - 0.1)
     assert torch.allclose(u, torch.tensor([[1.8, -3.6]]))
     with pytest.raises(ValueError, match="strength must be a non-negative number"):
-        regularize.ProximalPenalty({"u": u}, "l1", -1, 0.5, 10)
-    with pytest.raises(ValueError, match="total_steps must be a positive integer"):
-        regularize.ProximalPenalty({"u": u}, "l1", 1, 0.5, 0)
+        regularize.ProximalPenalty({"u": u}, "l1", -1)
     with pytest.raises(ValueError, match="threshold must be non-negative"):
         regularize.group_soft_threshold_([u], -0.1)

@@ -163,11 +163,13 @@ class Latency:
         return asdict(self)
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    index = q * (len(sorted_values) - 1)
-    low = int(index)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (index - low)
+def _deciles(values: Sequence[float]) -> tuple[float, float]:
+    """(10th, 90th) percentile, interpolated between the nearest ranks (``statistics.quantiles``' inclusive method,
+    numpy's default); one value is its own percentiles."""
+    if len(values) == 1:
+        return values[0], values[0]
+    cuts = statistics.quantiles(values, n=10, method="inclusive")  # 9 cut points
+    return cuts[0], cuts[-1]
 
 
 def latency(
@@ -202,8 +204,8 @@ def latency(
     batch_size, seq_len = inputs["input_ids"].shape  # (batch, seq)
     return Latency(
         median_ms=statistics.median(times),
-        p10_ms=_quantile(times, 0.10),
-        p90_ms=_quantile(times, 0.90),
+        p10_ms=_deciles(times)[0],
+        p90_ms=_deciles(times)[1],
         repeats=repeats,
         warmup=warmup,
         batch_size=int(batch_size),
@@ -355,8 +357,8 @@ def compare_calls(
         baseline=names[0],
         candidate=names[1],
         ratio=statistics.median(ratios),
-        ratio_p10=_quantile(ratios, 0.10),
-        ratio_p90=_quantile(ratios, 0.90),
+        ratio_p10=_deciles(ratios)[0],
+        ratio_p90=_deciles(ratios)[1],
         baseline_ms=statistics.median(times[0]),
         candidate_ms=statistics.median(times[1]),
         rounds=rounds,

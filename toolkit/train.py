@@ -298,16 +298,17 @@ def fine_tune_(
     validation: Sequence[Example] | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
     loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] | None = None,
     lr_factor: Callable[[int], float] | None = None,
     learning_rates: dict[str, float] | None = None,
 ) -> list[EpochLog]:
     """Fine-tune ``model`` in place (hence the trailing ``_``); return one log per epoch.
 
-    ``on_step(step)`` is called after every optimizer step (step counts from 1 over all
-    epochs): QAT uses it to freeze observers or to record validation accuracy mid-epoch. The
-    model is put back in training mode after it. ``loss_fn(model, batch)`` replaces the
+    ``on_step(step, learning_rate)`` is called after every optimizer step (step counts from 1 over all
+    epochs; ``learning_rate`` is the rate that step used, of the first parameter group, as the
+    scheduler set it): QAT uses it to freeze observers or to record validation accuracy mid-epoch, a
+    proximal penalty to scale its step. The model is put back in training mode after it. ``loss_fn(model, batch)`` replaces the
     cross-entropy (e.g. ``distillation_loss(teacher)``).
 
     Per step: loss = cross_entropy(model(x).logits, y); w <- AdamW(w, dL/dw, lr_t), where
@@ -351,9 +352,10 @@ def fine_tune_(
             leave=True,
         )
         for batch in bar:
+            learning_rate = optimizer.param_groups[0]["lr"]  # this step's rate: the scheduler moves it after the step
             losses.append(_train_step(model, batch, optimizer, scheduler, loss_fn, dtype, device))
             if on_step is not None:
-                on_step(len(losses) + (epoch - 1) * steps_per_epoch)
+                on_step(len(losses) + (epoch - 1) * steps_per_epoch, learning_rate)
                 model.train()
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
         seconds = time.perf_counter() - start
@@ -435,7 +437,7 @@ def prune_during_training_(
             return schedule.at(step)
         return {n: schedule.at(step, layer_sparsity[n]) for n in names}
 
-    def update(step):
+    def update(step, learning_rate=None):  # the learning rate fine_tune_ passes is not needed here
         wanted = targets(step)
         if step > 0 and wanted == targets(step - 1):
             return

@@ -18,7 +18,6 @@ from typing import Iterable
 
 import torch
 
-from toolkit.runtime import check_int
 
 
 def l1_penalty(weights: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -71,16 +70,6 @@ def group_soft_threshold_(weights: Iterable[torch.Tensor], threshold: float) -> 
     return zero_rows
 
 
-def learning_rate_at(step: int, learning_rate: float, total_steps: int, warmup_fraction: float = 0.1) -> float:
-    """η of optimizer step ``step`` (counted from 1) in ``toolkit.train.fine_tune_``'s schedule: linear warm-up over
-    ``warmup_fraction`` of the steps, then linear decay to zero (transformers' ``get_linear_schedule_with_warmup``,
-    whose factor at k - 1 sets the rate of step k)."""
-    warmup = int(warmup_fraction * total_steps)
-    k = step - 1
-    factor = k / max(1, warmup) if k < warmup else max(0.0, (total_steps - k) / max(1, total_steps - warmup))
-    return learning_rate * factor
-
-
 class ProximalPenalty:
     """A penalty applied exactly after every optimizer step (decoupled from the optimizer, like AdamW's weight
     decay), with η_t the learning rate of that step and λ the strength:
@@ -91,22 +80,19 @@ class ProximalPenalty:
         group lasso: w_row ← w_row · max(0, 1 - η_t λ / ||w_row||₂)   (one group per row)
 
     Added to the loss (λ Σ|w| and so on), a penalty's gradient would be rescaled by Adam together with the task's, so
-    its pull would stop depending on λ; applied here, it pulls at rate η_t λ whatever the optimizer does. Pass ``on_step=penalty.step_`` to ``fine_tune_``;
-    ``total_steps`` must be the number of optimizer steps of that fine-tune."""
+    its pull would stop depending on λ; applied here, it pulls at rate η_t λ whatever the optimizer does. Pass
+    ``on_step=penalty.step_`` to ``fine_tune_``, which hands it each step's η_t as its scheduler set it."""
 
-    def __init__(self, weights: dict[str, torch.Tensor], penalty: str, strength: float, learning_rate: float,
-                 total_steps: int, warmup_fraction: float = 0.1):
+    def __init__(self, weights: dict[str, torch.Tensor], penalty: str, strength: float):
         if penalty not in PENALTIES:
             raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}; got {penalty!r}")
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or strength < 0:
             raise ValueError(f"strength must be a non-negative number (λ); got {strength!r}")
-        check_int("total_steps", total_steps)
         self.weights, self.penalty, self.strength = list(weights.values()), penalty, float(strength)
-        self.learning_rate, self.total_steps, self.warmup_fraction = learning_rate, total_steps, warmup_fraction
 
-    def step_(self, step: int) -> None:
-        """Apply the penalty's step to the weights, in place, with the learning rate of optimizer step ``step``."""
-        threshold = learning_rate_at(step, self.learning_rate, self.total_steps, self.warmup_fraction) * self.strength
+    def step_(self, step: int, learning_rate: float) -> None:
+        """Apply the penalty's step to the weights, in place, for optimizer step ``step`` taken at ``learning_rate`` (η_t)."""
+        threshold = learning_rate * self.strength
         if self.penalty == "l1":
             soft_threshold_(self.weights, threshold)
         elif self.penalty == "group lasso":
