@@ -57,3 +57,24 @@ def test_the_checker_sees_every_kind_of_import(tmp_path):
                       "def f():\n    from toolkit.activations import y\n")
     assert [m for _, m in toolkit_imports(sample)] == ["toolkit.measure", "toolkit.train", "toolkit.prune.gradual",
                                                         "toolkit.activations"]
+
+
+def test_the_package_map_lists_every_module():
+    import toolkit
+
+    on_disk = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert set(toolkit.SUBMODULES) == on_disk
+    assert all(f"``{name}``" in toolkit.__doc__ for name in on_disk), "each module has a line in the docstring's map"
+
+
+def test_import_toolkit_has_no_side_effects():
+    import subprocess
+    import sys
+
+    probe = ("import logging, os, sys; before = (dict(os.environ), logging.getLogger('transformers.modeling_utils').level); "
+             "import toolkit; assert (dict(os.environ), logging.getLogger('transformers.modeling_utils').level) == before; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('toolkit', 'torch', 'transformers', 'torchao')))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['toolkit']"

@@ -82,7 +82,47 @@ def test_bad_arguments_are_clear_errors(tmp_path, classifier_model, tokenizer):
         deploy.save(classifier_model, tokenizer, tmp_path / "a")
     with pytest.raises(TypeError, match="list of strings"):
         deploy.load(tmp_path / "a").predict("one sentence")
-    assert not list(tmp_path.glob(".*tmp*")), "no staging folder is left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"], "no staging or retired folder is left behind"
+
+
+IMPORTS_OF_DEPLOY = """
+import json, runpy, sys, time
+start = time.perf_counter()
+import toolkit.deploy
+seconds = time.perf_counter() - start
+sys.argv = ["toolkit.deploy", *sys.argv[1:]]
+try:
+    runpy.run_module("toolkit.deploy", run_name="__main__")
+except SystemExit as done:
+    print(json.dumps({"code": done.code, "seconds": seconds, "modules": sorted(sys.modules)}))
+"""
+
+
+def _cli_modules(folder: Path) -> list[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    run = subprocess.run([sys.executable, "-c", IMPORTS_OF_DEPLOY, str(folder), "great phone"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["code"] == 0 and "great phone" in run.stdout
+    assert "Failed to load" not in run.stderr, "torchao's CPU-build notices reach the user"
+    print(f"benchmark: importing toolkit.deploy took {result['seconds']:.2f} s here (not asserted)")
+    return result["modules"]
+
+
+def test_the_command_line_loads_neither_torchao_nor_the_exercises(tmp_path, classifier_model, tokenizer):
+    from toolkit import engines
+
+    ov_model = engines.openvino_model(classifier_model, dict(tokenizer(TEXTS, padding=True, return_tensors="pt")))
+    deploy.save_openvino(ov_model, tokenizer, tmp_path / "ov", labels=["negative", "positive"])
+    loaded = [m for m in _cli_modules(tmp_path / "ov")
+              if m.split(".")[0] == "torchao" or m.startswith(("toolkit.exercises", "toolkit.quant", "toolkit.models"))]
+    assert not loaded, f"python -m toolkit.deploy loaded {loaded[:5]}"
+    # a PyTorch artifact: transformers itself imports torchao (when installed) as it builds any model; the toolkit's
+    # own quantization code and the exercises still stay out
+    deploy.save(classifier_model, tokenizer, tmp_path / "torch")
+    loaded = [m for m in _cli_modules(tmp_path / "torch") if m.startswith(("toolkit.exercises", "toolkit.quant", "toolkit.models"))]
+    assert not loaded, f"python -m toolkit.deploy loaded {loaded[:5]}"
 
 
 def test_command_line_classifies_and_reports_errors(tmp_path, classifier_model, tokenizer):

@@ -1,31 +1,58 @@
 """toolkit: the code behind the compression workbook's chapters.
 
-One module, one idea:
+One module, one idea. The library, bottom layer first (each imports only the ones above it in this list):
 
-- ``runtime``   seeds, device, folders, quiet logs (``setup()`` starts every chapter)
-- ``artifacts`` every file written: atomic writes, one manifest layout, one self-describing tensor file
-- ``data``      the vendored sentiment sentences: checksums, stratified splits, batches
-- ``models``    MiniLM from its package, the cached fine-tuned sentiment classifier
+- ``runtime``     seeds, device, folders, quiet logs, argument checks (``setup()`` starts every chapter)
+- ``artifacts``   every file written: atomic writes, one manifest layout, one self-describing tensor file
+- ``data``        the vendored sentiment sentences: checksums, stratified splits, batches
+- ``layers``      model plumbing: linear-like layers, swapping a child, eval mode, device, hooks, the BERT layout
+- ``quant``       quantization specs, quantize/dequantize, error metrics, bit packing, PTQ, QAT, files
+- ``prune``       importance scores, masks, structured surgery, sparse storage and kernels
 - ``activations`` record what modules output on real sentences (padding removed)
-- ``train``     a short, readable fine-tuning loop
-- ``measure``   parameters, bytes on disk, latency, accuracy, the hardware line
-- ``quant``     quantization specs, quantize/dequantize, error metrics, bit packing, PTQ, QAT
-- ``prune``     importance scores, local/global/N:M masks, torch.nn.utils.prune, sparse storage
-- ``report``    one result record per technique, the comparison table and chart
-- ``claims``    a chapter's key statements, checked against its own measurements
-- ``exercises`` checks with hints; an untouched stub falls back to the reference
-- ``widgets``   interactive explorers (logic testable without a browser)
-- ``runner``    runs every chapter with papermill and writes ``build/report.md``
-- ``index``     where each function is taught: ``lessons/toolkit-index.md``, generated from the chapters
+- ``measure``     parameters, bytes on disk, latency and A/B timing, accuracy, intervals and McNemar
+- ``train``       the fine-tuning loop, distillation, pruning while training
+- ``models``      MiniLM from its package, the cached fine-tuned sentiment classifier
+- ``vocab``       a vocabulary trimmed to the words a corpus uses (the embedding table shrinks)
+- ``augment``     more training sentences from the training split (distillation data)
+- ``engines``     ONNX Runtime, OpenVINO and NNCF behind the classifier's interface
+- ``pipeline``    chapter 9's cached prune-then-distil stage
+- ``deploy``      a compressed classifier as a folder that runs elsewhere, and its command line
+
+The workbook's machinery:
+
+- ``report``      one result record per technique, the comparison table and chart
+- ``claims``      a chapter's key statements, checked against its own measurements
+- ``audit``       the static sentences that state a quantity, each registered with its verdict
+- ``exercises``   checks with hints (English and Chinese); an untouched stub falls back to the reference
+- ``widgets``     interactive explorers (logic testable without a browser)
+- ``html``        the executed chapters as static pages
+- ``lab``         JupyterLab with the workbook's settings
+- ``runner``      runs every chapter with papermill and writes ``build/report.md``
+- ``index``       where each function is taught: ``lessons/toolkit-index.md``, generated from the chapters
+- ``vision``      chapter 7's small image task (filter pruning on a CNN)
 """
 
-from toolkit import runtime
+import importlib
 
-runtime.quiet_third_party()  # before transformers is imported by the modules below
-runtime.import_torchao_quietly()  # its CPU-build notices are harmless; later imports print nothing
+# The package's map: ``toolkit.<name>`` imports that module on first use (PEP 562), so ``import toolkit``
+# changes nothing (no logging levels, no environment variables) and loads nothing heavy; ``toolkit.setup()``
+# quiets the libraries when a chapter starts, and ``python -m toolkit.deploy`` loads only what it runs.
+SUBMODULES = ("activations", "artifacts", "audit", "augment", "claims", "data", "deploy", "engines", "exercises", "html",
+              "index", "lab", "layers", "measure", "models", "pipeline", "prune", "quant", "report", "runner", "runtime",
+              "train", "vision", "vocab", "widgets")
+_SHORTCUTS = {"setup": "runtime", "device": "runtime", "smoke_mode": "runtime"}
 
-from toolkit import activations, artifacts, claims, data, exercises, measure, models, prune, quant, report, train, widgets  # noqa: E402,F401  (the package's map)
-from toolkit.runtime import device, setup, smoke_mode  # noqa: E402
-
-__all__ = ["activations", "artifacts", "claims", "data", "device", "exercises", "measure", "models", "quant", "report", "runtime", "setup", "smoke_mode", "train", "widgets"]
+__all__ = sorted(SUBMODULES + tuple(_SHORTCUTS))
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        return importlib.import_module(f"toolkit.{name}")
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(f"toolkit.{_SHORTCUTS[name]}"), name)
+    raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

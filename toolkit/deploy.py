@@ -41,7 +41,7 @@ from toolkit import artifacts
 from toolkit.artifacts import ArtifactError  # noqa: F401  (what load raises; chapter 9 catches it here)
 from toolkit.engines import compile_openvino
 from toolkit.prune.structured import load_pruned, save_pruned
-from toolkit.runtime import check_int
+from toolkit.runtime import check_int, import_torchao_quietly
 
 ARTIFACT_FORMAT = "compression-workbook/classifier-artifact"
 ARTIFACT_VERSION = 2  # version 1 kept its manifest in artifact.json; it is refused with a message
@@ -186,6 +186,7 @@ def load(folder: str | os.PathLike) -> Classifier:
     if missing:
         raise ArtifactError(f"{folder}: its manifest does not list {', '.join(missing)}, which the {runtime} runtime reads")
     if runtime == "torch":
+        import_torchao_quietly()  # transformers imports torchao (if installed) as it builds a model: quiet its CPU notices
         model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
     elif runtime == "openvino":
         model = compile_openvino(folder / OPENVINO_GRAPH)

@@ -82,7 +82,7 @@ def import_torchao_quietly() -> None:
 
 def quiet_third_party() -> None:
     """Lower chatty third-party loggers to ERROR and turn off transformers' own progress bars;
-    called on ``import toolkit``. Real warnings (``warnings.warn``) stay visible."""
+    called by ``setup()`` (never on import). Real warnings (``warnings.warn``) stay visible."""
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -200,6 +200,7 @@ def setup(seed: int = 0, *, verbose: bool = True) -> None:
     Progress bars of the workbook's own loops (tqdm) stay on.
     """
     quiet_third_party()
+    import_torchao_quietly()  # transformers imports it when it loads a model: its CPU-build notices are harmless
     seed_everything(seed)
     if verbose:
         mode = "smoke (tiny subsets, for tests)" if smoke_mode() else "full"
