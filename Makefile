@@ -45,10 +45,10 @@ $(CHROMIUM_STAMP): $(STAMP)
 install: $(STAMP)
 
 workbook: $(STAMP)
-	$(PY) -m toolkit.runner --out build
+	$(PY) -m toolkit.workbook.runner --out build
 
 smoke: $(STAMP)
-	$(PY) -m toolkit.runner --out build/smoke --smoke --jobs 2
+	$(PY) -m toolkit.workbook.runner --out build/smoke --smoke --jobs 2
 
 test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m ruff check toolkit tests
@@ -62,11 +62,11 @@ browser-test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest -m browser
 
 html: $(STAMP)
-	$(PY) -m toolkit.html build
+	$(PY) -m toolkit.workbook.html build
 
 LAB_ARGS ?=
 lab: $(STAMP)
-	$(PY) -m toolkit.lab $(LAB_ARGS)
+	$(PY) -m toolkit.workbook.lab $(LAB_ARGS)
 
 clean:
 	rm -rf build

@@ -59,13 +59,24 @@ def test_the_checker_sees_every_kind_of_import(tmp_path):
                                                         "toolkit.activations"]
 
 
-def test_the_package_map_lists_every_module():
-    import toolkit
+@pytest.mark.parametrize("package", ["toolkit", "toolkit.workbook"])
+def test_the_package_map_lists_every_module(package):
+    import importlib
 
-    on_disk = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | {
-        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert set(toolkit.SUBMODULES) == on_disk
-    assert all(f"``{name}``" in toolkit.__doc__ for name in on_disk), "each module has a line in the docstring's map"
+    module = importlib.import_module(package)
+    folder = PACKAGE.parent / package.replace(".", "/")
+    on_disk = {p.stem for p in folder.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+    assert set(module.SUBMODULES) == on_disk
+    assert all(f"``{name}``" in module.__doc__ for name in on_disk), "each module has a line in the docstring's map"
+    assert all(getattr(module, name).__name__ == f"{package}.{name}" for name in on_disk)
+
+
+def test_the_library_does_not_import_the_workbook():
+    wrong = [f"{path.relative_to(PACKAGE)}:{line}: {module}" for path in sorted(PACKAGE.rglob("*.py"))
+             if "workbook" not in path.parts for line, module in toolkit_imports(path)
+             if module == "toolkit.workbook" or module.startswith("toolkit.workbook.")]
+    assert not wrong, "the library imports the workbook's machinery:\n" + "\n".join(wrong)
 
 
 def test_import_toolkit_has_no_side_effects():

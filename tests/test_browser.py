@@ -1,7 +1,7 @@
 """The chapters in JupyterLab, in a real browser, used the way a student uses them.
 
 nbval and the runner execute kernels without a front end; this test starts JupyterLab the way
-``make lab`` does (``toolkit.lab.command``), drives Debian's Chromium with Playwright, and checks
+``make lab`` does (``toolkit.workbook.lab.command``), drives Debian's Chromium with Playwright, and checks
 what only a browser shows:
 
 1. Chapter 2, run with "Run All Cells" (smoke mode): every code cell ran, no cell shows an
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import lab
+from toolkit.workbook import lab
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "build" / "browser"

@@ -1,6 +1,6 @@
 import pytest
 
-from toolkit import claims
+from toolkit.workbook import claims
 
 
 def test_a_false_claim_stops_a_full_run(tmp_path, capsys, monkeypatch):
@@ -56,7 +56,7 @@ MACHINES = [
     ("csr-vs-dense-at-50", EPYC, 0.5, "holds"),
     ("csr-vs-dense-at-50", LAPTOP_AVX2, 0.6, "holds"),
     # chapters 7-9: (median, p10, p90) of the rounds where the runner's report recorded them; the Xeon rows from the
-    # comments in toolkit/claims.py, the EPYC rows from the fresh-clone run of 2026-12-03 (commit 1bfd81e)
+    # comments in toolkit/workbook/claims.py, the EPYC rows from the fresh-clone run of 2026-12-03 (commit 1bfd81e)
     ("fast-training-vs-plain", EPYC, (4.08, 3.29, 5.05), "holds"),
     ("fast-training-vs-plain", EPYC, (2.88, 2.24, 3.52), "holds"),  # smoke-sized steps
     ("structured-half-vs-fp32", XEON_AMX, (1.79, 1.74, 1.86), "holds"),

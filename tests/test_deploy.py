@@ -116,12 +116,12 @@ def test_the_command_line_loads_neither_torchao_nor_the_exercises(tmp_path, clas
     ov_model = engines.openvino_model(classifier_model, dict(tokenizer(TEXTS, padding=True, return_tensors="pt")))
     deploy.save_openvino(ov_model, tokenizer, tmp_path / "ov", labels=["negative", "positive"])
     loaded = [m for m in _cli_modules(tmp_path / "ov")
-              if m.split(".")[0] == "torchao" or m.startswith(("toolkit.exercises", "toolkit.quant", "toolkit.models"))]
+              if m.split(".")[0] == "torchao" or m.startswith(("toolkit.workbook.exercises", "toolkit.quant", "toolkit.models"))]
     assert not loaded, f"python -m toolkit.deploy loaded {loaded[:5]}"
     # a PyTorch artifact: transformers itself imports torchao (when installed) as it builds any model; the toolkit's
     # own quantization code and the exercises still stay out
     deploy.save(classifier_model, tokenizer, tmp_path / "torch")
-    loaded = [m for m in _cli_modules(tmp_path / "torch") if m.startswith(("toolkit.exercises", "toolkit.quant", "toolkit.models"))]
+    loaded = [m for m in _cli_modules(tmp_path / "torch") if m.startswith(("toolkit.workbook.exercises", "toolkit.quant", "toolkit.models"))]
     assert not loaded, f"python -m toolkit.deploy loaded {loaded[:5]}"
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolkit import exercises
-from toolkit.exercises import ch01
+from toolkit.workbook import exercises
+from toolkit.workbook.exercises import ch01
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 
@@ -111,7 +111,7 @@ def _stubs() -> list[tuple[str, str, list[str]]]:
     found = []
     for path in sorted((LESSONS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-        checked = dict(re.findall(r'(\w+) = toolkit\.exercises\.check\("([^"]+)", \1\)', "\n".join(cells)))
+        checked = dict(re.findall(r'(\w+) = toolkit\.workbook\.exercises\.check\("([^"]+)", \1\)', "\n".join(cells)))
         for source in cells:
             if "raise NotImplementedError" not in source:
                 continue

@@ -1,11 +1,11 @@
-"""Residual-aware convolution filter pruning (toolkit.prune.filters) and the digits helpers (toolkit.vision)."""
+"""Residual-aware convolution filter pruning (toolkit.prune.filters) and the digits helpers (toolkit.workbook.vision)."""
 
 import copy
 
 import pytest
 import torch
 
-from toolkit import vision
+from toolkit.workbook import vision
 from toolkit.prune import filters
 
 

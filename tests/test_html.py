@@ -1,9 +1,9 @@
-"""`make html`: the executed chapters and the report as static pages with an index (toolkit.html)."""
+"""`make html`: the executed chapters and the report as static pages with an index (toolkit.workbook.html)."""
 
 import nbformat
 import pytest
 
-from toolkit import html
+from toolkit.workbook import html
 
 
 def test_render_writes_a_page_per_chapter_the_report_and_an_index(tmp_path):

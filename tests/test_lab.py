@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from toolkit import lab
+from toolkit.workbook import lab
 
 
 def test_overrides_turn_off_news_and_update_checks_and_keep_other_settings(tmp_path):

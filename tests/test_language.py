@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from toolkit import claims, exercises, runtime
-from toolkit.exercises import zh
+from toolkit import runtime
+from toolkit.workbook import claims, exercises
+from toolkit.workbook.exercises import zh
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 exercises._load_chapters()

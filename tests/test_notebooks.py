@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from toolkit import claims, report, runner
+from toolkit.workbook import claims, report, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -55,8 +55,8 @@ def test_notebook_follows_the_chapter_conventions(path):
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "toolkit.setup()" in code
     assert code.count("SMOKE") > 2, "the chapter uses SMOKE beyond declaring it"
-    assert "toolkit.exercises.check(" in code, "at least one exercise with a check"
-    assert "toolkit.claims.ChapterClaims(CHAPTER, smoke=SMOKE)" in code, "the chapter's key claims are checked"
+    assert "toolkit.workbook.exercises.check(" in code, "at least one exercise with a check"
+    assert "toolkit.workbook.claims.ChapterClaims(CHAPTER, smoke=SMOKE)" in code, "the chapter's key claims are checked"
     assert any(c.cell_type == "markdown" and c.source.startswith("## Recap") for c in nb.cells)
     assert (ROOT / "lessons" / f"{path.stem}.md").is_file(), "every chapter has a lesson plan"
 
@@ -202,7 +202,7 @@ def _claim_notebook(folder: Path) -> Path:
             "import toolkit\n"
             "from toolkit.measure import SpeedComparison\n"
             "slow = SpeedComparison('fp32', 'bf16', 0.5, 0.45, 0.55, 100.0, 200.0, 15, 'batch 64 x 40 tokens', 2)\n"
-            "verdict = toolkit.claims.speed_claim('bf16-vs-fp32', slow, features=('amx_bf16',), chapter='98', smoke=SMOKE)"
+            "verdict = toolkit.workbook.claims.speed_claim('bf16-vs-fp32', slow, features=('amx_bf16',), chapter='98', smoke=SMOKE)"
         ),
         nbformat.v4.new_code_cell("print('the chapter finished with verdict', verdict)"),
     ]

@@ -1,12 +1,12 @@
 """Every static sentence of a chapter that compares or quantifies is generated, claim-backed or a
-definition: the prose audit (``python -m toolkit.audit``) against ``tests/prose_register.json``."""
+definition: the prose audit (``python -m toolkit.workbook.audit``) against ``tests/prose_register.json``."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from toolkit import audit
+from toolkit.workbook import audit
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -1,11 +1,11 @@
-"""The README's chapter minutes come from a runner's report, copied by `python -m toolkit.runner --readme`, never typed."""
+"""The README's chapter minutes come from a runner's report, copied by `python -m toolkit.workbook.runner --readme`, never typed."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-from toolkit import runner
+from toolkit.workbook import runner
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from toolkit import claims, report
+from toolkit.workbook import claims, report
 
 
 def make(technique, size, acc, b1, b64, chapter="01"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolkit import models, quant
-from toolkit.widgets import QuantizationExplorer
+from toolkit.workbook.widgets import QuantizationExplorer
 
 matplotlib.use("Agg")
 

@@ -71,8 +71,8 @@ def chinese_texts() -> dict[str, str]:
         texts[path.name] = "\n".join(c.source for c in cells if c.cell_type == "markdown" and CJK.search(c.source))
     companion = re.sub(r"^(\| [^|]+ \| [^|]+ \| 第 \d 章 \|) [^|]*\|$", r"\1", COMPANION.read_text(), flags=re.M)
     texts["lessons/zh/README.md"] = companion
-    from toolkit import claims
-    from toolkit.exercises import zh
+    from toolkit.workbook import claims
+    from toolkit.workbook.exercises import zh
 
     def strings(value):
         if isinstance(value, str):
@@ -84,8 +84,8 @@ def chinese_texts() -> dict[str, str]:
             for item in value:
                 yield from strings(item)
 
-    texts["toolkit/exercises/zh"] = "\n".join(strings(zh.TEXTS))  # the quizzes and hints of language("zh")
-    texts["toolkit/claims.py"] = "\n".join(list(strings(claims.NOTICE["zh"])) + [e.why_zh for e in claims.SPEED_EXPECTATIONS.values()])
+    texts["toolkit/workbook/exercises/zh"] = "\n".join(strings(zh.TEXTS))  # the quizzes and hints of language("zh")
+    texts["toolkit/workbook/claims.py"] = "\n".join(list(strings(claims.NOTICE["zh"])) + [e.why_zh for e in claims.SPEED_EXPECTATIONS.values()])
     return texts
 
 

@@ -18,18 +18,9 @@ One module, one idea. The library, bottom layer first (each imports only the one
 - ``pipeline``    chapter 9's cached prune-then-distil stage
 - ``deploy``      a compressed classifier as a folder that runs elsewhere, and its command line
 
-The workbook's machinery:
-
-- ``report``      one result record per technique, the comparison table and chart
-- ``claims``      a chapter's key statements, checked against its own measurements
-- ``audit``       the static sentences that state a quantity, each registered with its verdict
-- ``exercises``   checks with hints (English and Chinese); an untouched stub falls back to the reference
-- ``widgets``     interactive explorers (logic testable without a browser)
-- ``html``        the executed chapters as static pages
-- ``lab``         JupyterLab with the workbook's settings
-- ``runner``      runs every chapter with papermill and writes ``build/report.md``
-- ``index``       where each function is taught: ``lessons/toolkit-index.md``, generated from the chapters
-- ``vision``      chapter 7's small image task (filter pruning on a CNN)
+And ``workbook``, the workbook's own machinery (not needed to compress a model): result records and the
+report, checked claims, exercises and quizzes, widgets, the runner, the HTML export, JupyterLab, the index
+of where each function is taught, the prose audit and chapter 7's small image task.
 """
 
 import importlib
@@ -37,9 +28,8 @@ import importlib
 # The package's map: ``toolkit.<name>`` imports that module on first use (PEP 562), so ``import toolkit``
 # changes nothing (no logging levels, no environment variables) and loads nothing heavy; ``toolkit.setup()``
 # quiets the libraries when a chapter starts, and ``python -m toolkit.deploy`` loads only what it runs.
-SUBMODULES = ("activations", "artifacts", "audit", "augment", "claims", "data", "deploy", "engines", "exercises", "html",
-              "index", "lab", "layers", "measure", "models", "pipeline", "prune", "quant", "report", "runner", "runtime",
-              "train", "vision", "vocab", "widgets")
+SUBMODULES = ("activations", "artifacts", "augment", "data", "deploy", "engines", "layers", "measure", "models", "pipeline",
+              "prune", "quant", "runtime", "train", "vocab", "workbook")
 _SHORTCUTS = {"setup": "runtime", "device": "runtime", "smoke_mode": "runtime"}
 
 __all__ = sorted(SUBMODULES + tuple(_SHORTCUTS))

@@ -12,7 +12,7 @@ Folders (each can be moved with an environment variable):
   (default ``build/results`` of the repository, found from the current directory).
 
 ``WORKBOOK_LANGUAGE`` (``en`` or ``zh``) chooses the language of the quizzes, hints, exercise checks and
-claim notices (``toolkit.exercises.language("zh")`` does the same inside a session).
+claim notices (``toolkit.workbook.exercises.language("zh")`` does the same inside a session).
 
 A relative path in either variable is taken relative to the repository root, not to the
 current directory: notebooks run from ``notebooks/``, tests and ``make`` from the root, and

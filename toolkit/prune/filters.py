@@ -57,7 +57,7 @@ def _resnet(model: nn.Module):
     if stages is None or getattr(model.config, "layer_type", None) != "basic":
         raise ValueError(
             "model must be a transformers ResNetForImageClassification with layer_type='basic' "
-            f"(e.g. toolkit.vision.digits_resnet()); got {type(model).__name__}"
+            f"(e.g. toolkit.workbook.vision.digits_resnet()); got {type(model).__name__}"
         )
     return resnet
 
