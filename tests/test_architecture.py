@@ -59,7 +59,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path):
                                                         "toolkit.activations"]
 
 
-@pytest.mark.parametrize("package", ["toolkit", "toolkit.workbook"])
+@pytest.mark.parametrize("package", ["toolkit", "toolkit.workbook", "toolkit.engines"])
 def test_the_package_map_lists_every_module(package):
     import importlib
 
@@ -89,3 +89,14 @@ def test_import_toolkit_has_no_side_effects():
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "['toolkit']"
+
+
+@pytest.mark.parametrize("package", ["toolkit.quant", "toolkit.prune", "toolkit.workbook.report"])
+def test_every_module_has_a_line_in_its_package_docstring(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    folder = PACKAGE.parent / package.replace(".", "/")
+    missing = [p.stem for p in folder.glob("*.py") if p.stem != "__init__" and f"``{p.stem}``" not in module.__doc__]
+    assert not missing, f"{package}'s docstring does not map {missing}"
+    assert all(hasattr(module, p.stem) for p in folder.glob("*.py") if p.stem != "__init__")

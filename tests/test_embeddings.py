@@ -1,10 +1,11 @@
-"""Embedding compression: vocabulary trimming (toolkit.vocab) and product quantization (toolkit.quant.codebook)."""
+"""Embedding compression: vocabulary trimming (toolkit.prune.vocab) and product quantization (toolkit.quant.codebook)."""
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from toolkit import models, vocab
+from toolkit import models
+from toolkit.prune import vocab
 from toolkit.data import Example
 from toolkit.quant import codebook
 

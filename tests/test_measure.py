@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from toolkit import measure, models
+from toolkit import engines, measure, models
 
 
 def test_counts_parameters_and_nonzeros():
@@ -117,7 +117,7 @@ def test_quantized_layers_still_count_their_parameters():
     assert measure.count_parameters(q) == measure.count_parameters(model) == 16 * 8 + 8 + 8 * 4 + 4
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = quant.backends.to_torch_dynamic(q)
+        fast = engines.pytorch.to_torch_dynamic(q)
     assert measure.count_parameters(fast) == measure.count_parameters(model)
 
 

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from toolkit import measure, models, quant
+from toolkit import engines, measure, models, quant
 from toolkit.quant import QuantSpec
 from toolkit.artifacts import FormatError, IntegrityError
 from toolkit.quant.modules import QuantEmbedding, QuantLinear
@@ -159,26 +159,26 @@ def test_backends_run_our_codes_and_refuse_what_they_cannot(classifier, tokenize
     q8 = quant.quantize_weights(classifier, INT8_ROWS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = quant.backends.to_torch_dynamic(q8)
+        fast = engines.pytorch.to_torch_dynamic(q8)
     agree = measure.agreement(q8, fast, tokenizer, splits.test[:32])
     assert agree["same_prediction"] >= 0.95  # int8 activations on the fly: close, not identical
     with pytest.raises(ValueError, match="backend 'torch-dynamic' runs int8 symmetric weights.*cannot run int4"):
-        quant.backends.to_torch_dynamic(quant.quantize_weights(classifier, INT4))
+        engines.pytorch.to_torch_dynamic(quant.quantize_weights(classifier, INT4))
     with pytest.raises(ValueError, match="backend 'tpu' is not known"):
-        quant.backends.check_backend(INT8_ROWS, "tpu")
-    floats = quant.backends.dequantize_model(q8)
+        engines.pytorch.check_backend(INT8_ROWS, "tpu")
+    floats = engines.pytorch.dequantize_model(q8)
     assert not quant.ptq.quantized_layers(floats)
     assert torch.allclose(measure.predict(floats, tokenizer, splits.test[:8]), measure.predict(q8, tokenizer, splits.test[:8]), atol=1e-4)
 
 
 def test_torchao_backend_runs_our_int8_codes_and_refuses_what_it_cannot(classifier, tokenizer, splits):
     q8 = quant.quantize_weights(classifier, INT8_ROWS)
-    fast = quant.backends.to_torchao_int8(q8)  # eager: torchao's int8 tensors, activations quantized on the fly
+    fast = engines.pytorch.to_torchao_int8(q8)  # eager: torchao's int8 tensors, activations quantized on the fly
     agree = measure.agreement(q8, fast, tokenizer, splits.test[:32])
     assert agree["same_prediction"] >= 0.95
     assert not quant.ptq.quantized_layers(fast), "every QuantLinear handed to torchao"
     assert quant.ptq.quantized_layers(q8), "the model given is not changed"
     with pytest.raises(ValueError, match="torchao-int8.*int4"):
-        quant.backends.to_torchao_int8(quant.quantize_weights(classifier, INT4))
+        engines.pytorch.to_torchao_int8(quant.quantize_weights(classifier, INT4))
     with pytest.raises(ValueError, match="no QuantLinear layers"):
-        quant.backends.to_torchao_int8(classifier)
+        engines.pytorch.to_torchao_int8(classifier)

@@ -12,7 +12,6 @@ One module, one idea. The library, bottom layer first (each imports only the one
 - ``measure``     parameters, bytes on disk, latency and A/B timing, accuracy, intervals and McNemar
 - ``train``       the fine-tuning loop, distillation, pruning while training
 - ``models``      MiniLM from its package, the cached fine-tuned sentiment classifier
-- ``vocab``       a vocabulary trimmed to the words a corpus uses (the embedding table shrinks)
 - ``augment``     more training sentences from the training split (distillation data)
 - ``engines``     ONNX Runtime, OpenVINO and NNCF behind the classifier's interface
 - ``pipeline``    chapter 9's cached prune-then-distil stage
@@ -29,7 +28,7 @@ import importlib
 # changes nothing (no logging levels, no environment variables) and loads nothing heavy; ``toolkit.setup()``
 # quiets the libraries when a chapter starts, and ``python -m toolkit.deploy`` loads only what it runs.
 SUBMODULES = ("activations", "artifacts", "augment", "data", "deploy", "engines", "layers", "measure", "models", "pipeline",
-              "prune", "quant", "runtime", "train", "vocab", "workbook")
+              "prune", "quant", "runtime", "train", "workbook")
 _SHORTCUTS = {"setup": "runtime", "device": "runtime", "smoke_mode": "runtime"}
 
 __all__ = sorted(SUBMODULES + tuple(_SHORTCUTS))

@@ -39,7 +39,7 @@ import torch
 
 from toolkit import artifacts
 from toolkit.artifacts import ArtifactError  # noqa: F401  (what load raises; chapter 9 catches it here)
-from toolkit.engines import compile_openvino
+from toolkit.engines.openvino import compile_openvino
 from toolkit.prune.structured import load_pruned, save_pruned
 from toolkit.runtime import check_int, import_torchao_quietly
 

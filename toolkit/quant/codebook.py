@@ -67,7 +67,7 @@ def product_quantize(
     ``row_weights`` (V,) makes it *weighted* k-means, which minimises Σ_v w_v ||x_v - ĉ(x_v)||²
     instead of the plain sum: the sample is drawn with replacement with probability w_v / Σ w
     (a row drawn twice counts twice, which is what its weight means), so the centres follow the
-    rows that weigh most. With token counts as weights (``vocab.token_counts``), the tokens a task
+    rows that weigh most. With token counts as weights (``toolkit.prune.vocab.token_counts``), the tokens a task
     reads often get the most accurate rows. Needs ``sample_rows``.
     """
     _check(weight, subvector)

@@ -1,6 +1,6 @@
-"""Adapters: run the toolkit's stored int8 codes on real integer kernels.
+"""PyTorch's own int8 kernels: run the toolkit's stored int8 codes on real integer kernels.
 
-The packed file (``fileformat``) is the one source of truth for a quantized model. These
+The packed file (``toolkit.quant.fileformat``) is the one source of truth for a quantized model. These
 adapters turn its layers into modules of a runtime that has fast int8 kernels on a CPU:
 
 - ``"torch-dynamic"``: ``torch.ao.nn.quantized.dynamic.Linear`` (FBGEMM/oneDNN). Weights are
@@ -19,8 +19,8 @@ import warnings
 
 import torch
 
-from toolkit.quant.modules import QuantEmbedding, QuantLinear
 from toolkit.layers import swap_modules
+from toolkit.quant.modules import QuantEmbedding, QuantLinear
 from toolkit.quant.spec import QuantSpec
 
 BACKENDS = ("torch-dynamic", "torchao-int8")
