@@ -36,7 +36,7 @@ CHROMIUM_STAMP := $(VENV)/.chromium
 $(CHROMIUM_STAMP): $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }; } || \
-	  echo "chromium could not be installed: the browser test will be skipped (tests/test_browser.py says how to run it)"
+	  echo "chromium could not be installed: the browser test will be skipped (tests/workbook/test_browser.py says how to run it)"
 	@# a font with Chinese glyphs, so the 中文小结 cells render in the test's screenshots
 	@fc-list :lang=zh 2>/dev/null | grep -q . || apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 || \
 	  echo "no Chinese font installed: the screenshots will show boxes for Chinese text"

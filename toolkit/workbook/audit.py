@@ -13,7 +13,7 @@ quantitative word must be one of:
 - ``quiz``: a quiz title or answer option, right or wrong on purpose, explained by the quiz itself.
 
 ``tests/prose_register.json`` holds the verdict for every such sentence, keyed by notebook and
-the sentence's start; ``tests/test_prose.py`` fails on a new unregistered sentence, on a
+the sentence's start; ``tests/workbook/test_prose.py`` fails on a new unregistered sentence, on a
 register entry whose sentence is gone, and on a claim entry whose claim the chapter lost.
 
     python -m toolkit.workbook.audit            # list every flagged sentence with its verdict

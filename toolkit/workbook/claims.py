@@ -159,7 +159,7 @@ class SpeedExpectation:
 # The speed statements the chapters make, with the thresholds they are held to. The tiers come
 # from the machines the workbook has been run on (lessons/README.md lists them): Intel Xeons with
 # AMX (bf16 about 3.5x fp32, int8 dynamic 2.2-2.4x) and AMD EPYCs with AVX512-VNNI/BF16 and no AMX
-# (bf16 1.7-3.0x). tests/test_claims.py feeds each one the other machines' measurements.
+# (bf16 1.7-3.0x). tests/workbook/test_claims.py feeds each one the other machines' measurements.
 SPEED_EXPECTATIONS: dict[str, SpeedExpectation] = {
     "bf16-vs-fp32": SpeedExpectation(
         what="bf16 is faster than fp32 at batch 64",

@@ -11,7 +11,7 @@ the internet and checks for updates; neither is possible or useful offline, so
 JupyterLab reads for site-wide setting defaults). A reader can still change them in
 Settings; nothing else is touched.
 
-The browser test (``tests/test_browser.py``) starts JupyterLab through ``command`` too, so it
+The browser test (``tests/workbook/test_browser.py``) starts JupyterLab through ``command`` too, so it
 checks what ``make lab`` gives a student.
 """
 

@@ -8,7 +8,7 @@ import pytest
 
 from toolkit.workbook import audit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 REGISTER = audit.load_register()
 

@@ -40,7 +40,7 @@ import pytest
 
 from toolkit.workbook import lab
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "build" / "browser"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 RESPONSE_S = 1.0  # an explorer interaction must show its result within this time

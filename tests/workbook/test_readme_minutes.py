@@ -7,7 +7,7 @@ import pytest
 
 from toolkit.workbook import runner
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def block() -> str:

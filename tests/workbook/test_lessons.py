@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+LESSONS = Path(__file__).resolve().parents[2] / "lessons"
 PLANS = sorted(LESSONS.glob("[0-9][0-9]_*.md"))
 
 

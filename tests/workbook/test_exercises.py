@@ -7,7 +7,7 @@ import torch
 from toolkit.workbook import exercises
 from toolkit.workbook.exercises import ch01
 
-LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+LESSONS = Path(__file__).resolve().parents[2] / "lessons"
 
 
 def stub(*args):
