@@ -30,7 +30,10 @@ def record_outputs(
     inputs: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Outputs of the named modules for every real token: {name: (n_tokens, features)}; with ``inputs=True``
-    their inputs (the first argument) instead."""
+    their inputs (the first argument) instead.
+
+    Taught in: chapter 2, section 2 (Symmetric or asymmetric?).
+    """
     return _record(model, names, tokenizer, examples, batch_size, inputs)
 
 

@@ -235,7 +235,10 @@ def read_tensors(path: str | os.PathLike, what: str) -> tuple[dict[str, str], di
     """(metadata, tensors) of any safetensors file, or an error that names the file and ``what`` it should be.
 
     The library's own messages ("HeaderTooLarge", "invalid JSON in header") do not say which
-    file or what to do; a truncated download or a file of another format gets this instead."""
+    file or what to do; a truncated download or a file of another format gets this instead.
+
+    Taught in: chapter 7, section 3 (Surgery: cutting the matrices).
+    """
     from safetensors import safe_open
 
     path = Path(path)

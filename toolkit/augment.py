@@ -40,7 +40,10 @@ class WordNeighbours:
     def from_examples(cls, examples: Sequence[Example], tokenizer, embedding: torch.Tensor, neighbours: int = 15,
                       min_count: int = 1) -> "WordNeighbours":
         """The words of ``examples`` (seen at least ``min_count`` times) and, for each, its ``neighbours`` nearest
-        words among them by cosine similarity of mean word-piece embeddings; ``embedding`` is (vocab_size, d)."""
+        words among them by cosine similarity of mean word-piece embeddings; ``embedding`` is (vocab_size, d).
+
+        Taught in: chapter 5, section 6 (Quantization-aware training at 2 bits, judged fairly).
+        """
         check_int("neighbours", neighbours)
         check_int("min_count", min_count)
         counts: dict[str, int] = {}
@@ -72,6 +75,8 @@ def augment(examples: Sequence[Example], neighbours: WordNeighbours, factor: int
 
     Deterministic for a seed. Only new sentences are returned (an unchanged or repeated one is drawn
     again, up to a few tries), so ``examples + augment(...)`` is the training set with its augmented text.
+
+    Taught in: chapter 5, section 6 (Quantization-aware training at 2 bits, judged fairly).
     """
     check_int("factor", factor, detail=' (new sentences per example)')
     if not 0 < probability <= 1:

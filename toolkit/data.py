@@ -113,6 +113,8 @@ def make_splits(
     Each (source, label) stratum of 500 sentences is shuffled with its own seeded RNG and
     cut at the same fractions, so the default gives 2,100 / 450 / 450 sentences. Repeated
     sentences are kept together in one split, so no test sentence was seen in training.
+
+    Taught in: chapter 1, section 1 (Two goals: smaller and faster).
     """
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(
@@ -153,7 +155,10 @@ def make_splits(
 
 
 def calibration_subset(examples: Sequence[Example], n: int, seed: int = 0) -> list[Example]:
-    """``n`` examples drawn evenly across (source, label), for calibrating quantization ranges."""
+    """``n`` examples drawn evenly across (source, label), for calibrating quantization ranges.
+
+    Taught in: chapter 2.
+    """
     if not isinstance(n, int) or not 1 <= n <= len(examples):
         raise ValueError(f"n must be an integer between 1 and {len(examples)}; got {n!r}")
     strata: dict[tuple[str, int], list[Example]] = defaultdict(list)
@@ -170,7 +175,10 @@ def calibration_subset(examples: Sequence[Example], n: int, seed: int = 0) -> li
 
 
 def encode(tokenizer, examples: Sequence[Example], max_length: int = 64) -> dict[str, torch.Tensor]:
-    """Tokenise a list of examples into one padded batch (with ``labels``)."""
+    """Tokenise a list of examples into one padded batch (with ``labels``).
+
+    Taught in: chapter 7, section 3 (Surgery: cutting the matrices).
+    """
     batch = tokenizer(
         [example.text for example in examples],
         padding=True,
@@ -194,7 +202,10 @@ def batches(
     """Yield tokenised batches; each is padded only to its own longest sentence (dynamic padding).
 
     ``bucket_lengths`` (token counts, one per example) groups sentences of similar length: see
-    ``length_bucketed_order``. Without it the batches follow the (shuffled) order of ``examples``."""
+    ``length_bucketed_order``. Without it the batches follow the (shuffled) order of ``examples``.
+
+    Taught in: chapter 4, section 4 (The training loop, and a small sweep to choose the learning rate).
+    """
     check_int("batch_size", batch_size)
     if bucket_lengths is not None:
         groups = length_bucketed_order(bucket_lengths, batch_size, seed=seed if shuffle else None)

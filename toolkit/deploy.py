@@ -133,7 +133,10 @@ def save_openvino(
 ) -> dict:
     """Write an OpenVINO model (for example NNCF's int8 model, ``toolkit.engines.nncf_int8``) and ``tokenizer`` as an
     artifact folder that OpenVINO runs: ``model.xml`` (the graph) and ``model.bin`` (the weights, int8 where NNCF
-    quantized them, stored as they are). ``labels`` name the logits in order. Returns the manifest."""
+    quantized them, stored as they are). ``labels`` name the logits in order. Returns the manifest.
+
+    Taught in: chapter 9, section 6 (Deploy: one folder, a runtime, a model card).
+    """
     import openvino as ov
 
     _check_common(max_length, card)
@@ -170,7 +173,10 @@ class Classifier:
 
 
 def load(folder: str | os.PathLike) -> Classifier:
-    """Load an artifact written by ``save``, after checking every file against its manifest."""
+    """Load an artifact written by ``save``, after checking every file against its manifest.
+
+    Taught in: chapter 9, section 6 (Deploy: one folder, a runtime, a model card).
+    """
     from transformers import AutoTokenizer
 
     folder = Path(folder)

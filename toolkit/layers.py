@@ -211,6 +211,8 @@ def predict(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batc
     (Hugging Face's ``group_by_length``, sentence-transformers' ``encode``); the rows are put back
     in order afterwards. On the 450 test sentences (mean 17 tokens, longest 64) this halves the
     time of an evaluation; a row's logits do not depend on its batch-mates beyond float rounding.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
     """
     check_int("batch_size", batch_size)
     dev = device_of(model)
@@ -235,7 +237,10 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The encoder's list of layers of a BERT-layout model (``model.base_model.encoder.layer``).
 
     Each layer holds ``attention.self.{query,key,value}`` (the heads), ``attention.output.dense``,
-    ``intermediate.dense`` (d -> f, the FFN's neurons) and ``output.dense`` (f -> d)."""
+    ``intermediate.dense`` (d -> f, the FFN's neurons) and ``output.dense`` (f -> d).
+
+    Taught in: chapter 7, section 1 (What a head, a neuron and a layer own).
+    """
     base = getattr(model, "base_model", model)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
@@ -247,16 +252,25 @@ def encoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def heads_per_layer(model: torch.nn.Module) -> list[int]:
-    """Number of attention heads left in every layer."""
+    """Number of attention heads left in every layer.
+
+    Taught in: chapter 7, section 1 (What a head, a neuron and a layer own).
+    """
     return [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
 
 
 def ffn_sizes(model: torch.nn.Module) -> list[int]:
-    """Number of FFN neurons left in every layer."""
+    """Number of FFN neurons left in every layer.
+
+    Taught in: chapter 7, section 1 (What a head, a neuron and a layer own).
+    """
     return [layer.intermediate.dense.out_features for layer in encoder_layers(model)]
 
 
 def head_size(model: torch.nn.Module) -> int:
-    """d_h = d / H, the width of one attention head (pruning never changes it)."""
+    """d_h = d / H, the width of one attention head (pruning never changes it).
+
+    Taught in: chapter 7, section 1 (What a head, a neuron and a layer own).
+    """
     return encoder_layers(model)[0].attention.self.attention_head_size
 

@@ -39,6 +39,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 
     Quantized layers keep their weights outside ``parameters()``: the toolkit's as packed
     codes (``weight_q``), torch's dynamic int8 Linear inside packed params. Both are counted.
+
+    Taught in: chapter 6.
     """
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     for module in model.modules():
@@ -61,6 +63,8 @@ def bytes_on_disk(model: torch.nn.Module, path: str | os.PathLike | None = None)
     """Write the model's tensors to a safetensors file and return the file's size in bytes.
 
     ``path`` keeps the file; without it the file goes to a temporary folder that is removed.
+
+    Taught in: chapter 2, section 4 (Bit levels: 8, 4, 2 and 1).
     """
     if path is not None:
         path = Path(path)
@@ -119,7 +123,10 @@ def _cpu_flags() -> tuple[str, set[str]]:
 
 
 def hardware() -> Hardware:
-    """Describe this machine: CPU model, thread count, the SIMD/matrix features that matter."""
+    """Describe this machine: CPU model, thread count, the SIMD/matrix features that matter.
+
+    Taught in: chapter 1, section 3 (The baseline, measured).
+    """
     name, flags = _cpu_flags()
     accelerator = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU only)"
     try:
@@ -216,7 +223,10 @@ def latency(
 
 
 def latency_batch(tokenizer, examples: Sequence[Example], batch_size: int, max_length: int = 64):
-    """A realistic input for timing: the first ``batch_size`` test sentences, padded together."""
+    """A realistic input for timing: the first ``batch_size`` test sentences, padded together.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
+    """
     if batch_size > len(examples):
         raise ValueError(f"batch_size {batch_size} is larger than the {len(examples)} examples given")
     return encode(tokenizer, list(examples[:batch_size]), max_length)
@@ -224,7 +234,10 @@ def latency_batch(tokenizer, examples: Sequence[Example], batch_size: int, max_l
 
 # ----------------------------------------------------------------------------- accuracy
 def accuracy(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> float:
-    """Fraction of ``examples`` whose arg-max prediction equals the label (0..1)."""
+    """Fraction of ``examples`` whose arg-max prediction equals the label (0..1).
+
+    Taught in: chapter 1, section 7 (Design task: under 34 MB with casts only).
+    """
     if len(examples) == 0:
         raise ValueError("examples is empty: accuracy needs at least one labelled example")
     predictions = predict(model, tokenizer, examples, batch_size).argmax(dim=-1)  # (n,)
@@ -257,7 +270,10 @@ def parameter_group(name: str) -> str:
 
 
 def parameter_breakdown(model: torch.nn.Module) -> dict[str, dict[str, int]]:
-    """Parameters and bytes per group: {group: {"parameters": n, "bytes": b}}, in PARAMETER_GROUPS order."""
+    """Parameters and bytes per group: {group: {"parameters": n, "bytes": b}}, in PARAMETER_GROUPS order.
+
+    Taught in: chapter 1, section 4 (Where the parameters and the bytes live).
+    """
     table = {group: {"parameters": 0, "bytes": 0} for group in PARAMETER_GROUPS}
     for name, tensor in model.named_parameters():
         row = table[parameter_group(name)]
@@ -267,7 +283,10 @@ def parameter_breakdown(model: torch.nn.Module) -> dict[str, dict[str, int]]:
 
 
 def agreement(model_a: torch.nn.Module, model_b: torch.nn.Module, tokenizer, examples: Sequence[Example]) -> dict[str, float]:
-    """How closely two models answer: largest logit difference and share of equal predictions."""
+    """How closely two models answer: largest logit difference and share of equal predictions.
+
+    Taught in: chapter 1, section 7 (Design task: under 34 MB with casts only).
+    """
     logits_a = predict(model_a, tokenizer, examples)  # (n, n_labels)
     logits_b = predict(model_b, tokenizer, examples)
     return {
@@ -335,6 +354,8 @@ def compare_calls(
     every parallel step wait for the slower thread, and that changes the ratio itself. So the
     result also says how much of the machine's CPU time *other* processes used meanwhile
     (``other_load``); speed claims treat a busy machine as inconclusive.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
     """
     check_int("rounds", rounds)
     check_int("warmup", warmup, minimum=0)
@@ -374,6 +395,8 @@ def sparse_vs_dense(weight: torch.Tensor, tokens: int = 1024, warmup: int = 3, r
 
     Returns the two medians in ms, ``speedup`` (dense time / sparse time, the median of the
     per-round ratios), the thread count and the whole ``SpeedComparison`` under ``"comparison"``.
+
+    Taught in: chapter 6, section 6 (What sparsity buys, and what it does not).
     """
     check_int("tokens", tokens)
     x = torch.randn(weight.shape[1], tokens, generator=torch.Generator().manual_seed(1))  # (in, tokens)
@@ -435,6 +458,8 @@ def compare_latency(
 
     Both models run in eval mode under ``torch.inference_mode`` on their own devices; their
     training flags are restored afterwards.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
     """
     models = (baseline, candidate)
     devices = [device_of(m) for m in models]
@@ -456,6 +481,8 @@ def accuracy_interval(accuracy: float, n: int, confidence: float = 0.95) -> tupl
     centre = (p + z²/2n) / (1 + z²/n), half-width = z √(p(1-p)/n + z²/4n²) / (1 + z²/n).
     On 450 test sentences one sentence is 0.22 points and the 95% interval at 93% is about
     ±2.4 points: differences smaller than that are not evidence by themselves.
+
+    Taught in: chapter 9, section 4 (Stage three: an int8 engine).
     """
     check_int("n", n, detail=' (sentences evaluated)')
     if not 0 <= accuracy <= 1:
@@ -490,7 +517,10 @@ class McNemar:
 
 
 def mcnemar(correct_a, correct_b) -> McNemar:
-    """Exact McNemar test from two boolean vectors (one entry per test sentence)."""
+    """Exact McNemar test from two boolean vectors (one entry per test sentence).
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
+    """
     from scipy.stats import binomtest
 
     a = torch.as_tensor(correct_a, dtype=torch.bool).reshape(-1)
@@ -504,6 +534,9 @@ def mcnemar(correct_a, correct_b) -> McNemar:
 
 
 def correct(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 64) -> torch.Tensor:
-    """Which ``examples`` the model gets right: a boolean vector (n,), the input of ``mcnemar``."""
+    """Which ``examples`` the model gets right: a boolean vector (n,), the input of ``mcnemar``.
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
+    """
     predictions = predict(model, tokenizer, examples, batch_size).argmax(dim=-1)  # (n,)
     return predictions == torch.tensor([example.label for example in examples])

@@ -80,12 +80,18 @@ def _tokenizer(folder: str):
 
 
 def tokenizer():
-    """The MiniLM WordPiece tokenizer (uncased, 30,522 tokens)."""
+    """The MiniLM WordPiece tokenizer (uncased, 30,522 tokens).
+
+    Taught in: chapter 1, section 1 (Two goals: smaller and faster).
+    """
     return _tokenizer(str(base_model_dir()))
 
 
 def encoder() -> torch.nn.Module:
-    """A fresh copy of the pretrained MiniLM encoder (``BertModel``), in eval mode, on the CPU."""
+    """A fresh copy of the pretrained MiniLM encoder (``BertModel``), in eval mode, on the CPU.
+
+    Taught in: chapter 2.
+    """
     return AutoModel.from_pretrained(base_model_dir()).eval()
 
 
@@ -105,6 +111,8 @@ def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
     ``nn.Module.to`` changes a module in place (and returns it), so we copy first: the
     model you pass in stays as it was.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch dtype such as torch.bfloat16; got {dtype!r}")
@@ -118,6 +126,8 @@ def save_float(model: torch.nn.Module, path: str | os.PathLike) -> int:
     A file may mix dtypes: fp32, fp16, bf16, or the 8-bit floats ``torch.float8_e4m3fn`` and
     ``torch.float8_e5m2``, which CPUs can store but not compute with (``load_float`` casts
     them back). Size = header + Σ numel(t) · bytes(dtype(t)) over the tensors.
+
+    Taught in: chapter 1, section 7 (Design task: under 34 MB with casts only).
     """
     from safetensors.torch import save_model
 
@@ -132,6 +142,8 @@ def load_float(path: str | os.PathLike, dtype: torch.dtype = torch.float32, smok
     Every stored tensor is cast to ``dtype`` as it is copied in, so a file written in bf16,
     or with float8 embeddings, loads into an fp32 (or bf16) model. ``smoke`` picks the
     architecture's source, as in ``sentiment_classifier``.
+
+    Taught in: chapter 1, section 7 (Design task: under 34 MB with casts only).
     """
     from safetensors.torch import load_model
 
@@ -186,7 +198,10 @@ def _location(smoke: bool, cache: Path | None) -> tuple[Path, dict, FineTuneConf
 
 
 def classifier_cache_dir(smoke: bool = False, cache: Path | None = None) -> Path:
-    """Where the classifier for this mode and these inputs lives (it may not exist yet)."""
+    """Where the classifier for this mode and these inputs lives (it may not exist yet).
+
+    Taught in: chapter 1, section 1 (Two goals: smaller and faster).
+    """
     return _location(smoke, cache)[0]
 
 
@@ -237,7 +252,10 @@ def _build_classifier(folder: Path, inputs: dict, config: FineTuneConfig, progre
 
 
 def classifier_manifest(smoke: bool = False, cache: Path | None = None, progress: bool = True) -> dict:
-    """Manifest of the cached classifier, fine-tuning it first if the cache is absent or broken."""
+    """Manifest of the cached classifier, fine-tuning it first if the cache is absent or broken.
+
+    Taught in: chapter 1, section 1 (Two goals: smaller and faster).
+    """
     folder, inputs, config = _location(smoke, cache)
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -254,6 +272,8 @@ def sentiment_classifier(smoke: bool = False, cache: Path | None = None, progres
     """A fresh copy of the fine-tuned MiniLM sentiment classifier, fp32, eval mode, CPU.
 
     ``smoke=True`` gives a quickly trained stand-in (one short epoch) for test runs.
+
+    Taught in: chapter 1, section 1 (Two goals: smaller and faster).
     """
     classifier_manifest(smoke=smoke, cache=cache, progress=progress)  # verified or rebuilt
     folder = classifier_cache_dir(smoke, cache)

@@ -70,7 +70,10 @@ def distilled_student(
 ) -> Student:
     """Prune ``teacher`` (``prune_by_importance``) and distil it on ``train`` (embeddings frozen: pruning does not
     touch them), or load the verified cached result. ``teacher_key`` names the teacher's own cache (e.g. the
-    classifier cache folder's name) so a new teacher is a new student. ``teacher`` is not changed."""
+    classifier cache folder's name) so a new teacher is a new student. ``teacher`` is not changed.
+
+    Taught in: chapter 9, section 2 (Stage one: remove structure, then distil).
+    """
     inputs = {
         "format": STUDENT_FORMAT,
         "teacher": teacher_key,

@@ -38,7 +38,10 @@ def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.
     "auto" picks bf16 only where the hardware multiplies bf16 natively (a CPU with AMX or
     AVX512-BF16, a CUDA GPU that supports it); elsewhere bf16 is emulated and slower than fp32.
     Autocast runs matrix products in bf16 and keeps the weights, the optimizer state and the
-    reductions (softmax, LayerNorm, losses) in fp32 (mixed precision, Micikevicius et al. 2018)."""
+    reductions (softmax, LayerNorm, losses) in fp32 (mixed precision, Micikevicius et al. 2018).
+
+    Taught in: chapter 8.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "fp32":
@@ -53,7 +56,10 @@ def autocast_dtype(precision: str, device: torch.device | str = "cpu") -> torch.
 
 @dataclass(frozen=True)
 class FineTuneConfig:
-    """Hyper-parameters of a fine-tune. Part of the classifier cache's key."""
+    """Hyper-parameters of a fine-tune. Part of the classifier cache's key.
+
+    Taught in: chapter 4, section 4 (The training loop, and a small sweep to choose the learning rate).
+    """
 
     epochs: int = 3
     learning_rate: float = 5e-5
@@ -96,6 +102,8 @@ class TeacherOutputs:
     without a cache). ``signals`` names what is kept: "logits" (batch, labels) and, for hidden-state distillation,
     "hidden_states" ((blocks + 1) tensors of (seq, d) per sentence: 7 x 384 floats per token for
     MiniLM, about 200 kB per sentence). The teacher itself is never changed.
+
+    Taught in: chapter 5, section 6 (Quantization-aware training at 2 bits, judged fairly).
     """
 
     def __init__(self, teacher: torch.nn.Module, signals: Sequence[str] = ("logits",), keep: bool = True):
@@ -173,6 +181,8 @@ def distillation_loss(teacher: torch.nn.Module | TeacherOutputs, temperature: fl
     ``teacher`` is a model or a ``TeacherOutputs`` (share one between runs with the same teacher:
     its outputs are then computed once for all of them); ``cache=False`` runs a model teacher at every
     step instead (the slow loop, kept for comparison). The teacher is never changed.
+
+    Taught in: chapter 5, section 6 (Quantization-aware training at 2 bits, judged fairly).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive; got {temperature!r}")
@@ -235,7 +245,10 @@ def step_caller(model: torch.nn.Module, tokenizer, train: Sequence[Example], con
                 loss_fn: Callable | None = None, steps_per_call: int = 1) -> Callable[[], None]:
     """A zero-argument callable that trains ``model`` in place for ``steps_per_call`` steps of ``fine_tune_``'s loop
     (same batching, precision and loss; a constant learning rate), cycling through ``train``: for timing two loops
-    against each other with ``toolkit.measure.compare_calls``."""
+    against each other with ``toolkit.measure.compare_calls``.
+
+    Taught in: chapter 8, section 1 (Three ways to spend the same training steps).
+    """
     check_int("steps_per_call", steps_per_call)
     device = device_of(model)
     model.train()
@@ -323,6 +336,8 @@ def fine_tune_(
     ``config.length_buckets`` batches sentences of similar length (less padding);
     ``config.precision`` runs the forward pass under bf16 autocast where that pays
     (``autocast_dtype``). Both change which floating-point operations run, not the recipe.
+
+    Taught in: chapter 4, section 4 (The training loop, and a small sweep to choose the learning rate).
     """
     device = torch.device(device) if device is not None else device_of(model)
     examples = list(train[: config.train_limit] if config.train_limit else train)
@@ -400,6 +415,8 @@ def prune_during_training_(
     cut before any training (a first cut at step 0) is a magnitude cut that the scores then revise;
     ``score_init="magnitude"`` starts them at |w| / mean |w| instead (``movement.ScoredMask``); ``"magnitude"`` keeps the largest |w| still in, and
     its masks only ever shrink.
+
+    Taught in: chapter 8, section 2 (How long does 90% need? The recipe at three budgets).
     """
     if criterion not in gradual.CRITERIA:
         raise ValueError(f"criterion must be one of {', '.join(gradual.CRITERIA)}; got {criterion!r}")

@@ -61,7 +61,10 @@ class Logits:
 
 
 class EngineClassifier(torch.nn.Module):
-    """A compiled engine model behind the ``model(**batch).logits`` interface of a PyTorch classifier."""
+    """A compiled engine model behind the ``model(**batch).logits`` interface of a PyTorch classifier.
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
 
     device = torch.device("cpu")  # where its inputs go (layers.device_of reads it: an engine has no parameters)
 
@@ -87,6 +90,8 @@ def check_against(engine: EngineClassifier, model: torch.nn.Module, batch: dict,
 
     Raises ``AssertionError`` above ``atol``: an export that disagrees with its source must not
     be measured as if it were the same model. Quantized engines need a larger ``atol``.
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
     """
     inputs = {k: v for k, v in batch.items() if k in INPUT_NAMES}
     with eval_mode(model), torch.inference_mode():  # no dropout; the model's mode is restored after

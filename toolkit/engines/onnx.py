@@ -32,6 +32,8 @@ def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, op
     writes is the one ONNX Runtime's BERT fusion patterns and OpenVINO were checked against here; its
     deprecation warning is silenced (``quiet_tools``) so that a chapter's output stays readable, not because it
     does not apply.
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,10 @@ def export_onnx(model: torch.nn.Module, batch: dict, path: str | os.PathLike, op
 
 
 def onnxruntime_classifier(path: str | os.PathLike, threads: int | None = None) -> EngineClassifier:
-    """An ONNX Runtime CPU session for ``path``, with ``threads`` intra-op threads (default: torch's)."""
+    """An ONNX Runtime CPU session for ``path``, with ``threads`` intra-op threads (default: torch's).
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -73,7 +78,10 @@ def optimize_onnx_bert(source: str | os.PathLike, target: str | os.PathLike, num
        fused attention into ``QAttention`` and the other products into integer MatMuls.
 
     ``num_heads`` and ``hidden_size`` come from the model's config (the optimizer cannot always infer
-    them from the graph). Writes ``target`` atomically; returns it."""
+    them from the graph). Writes ``target`` atomically; returns it.
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -94,7 +102,10 @@ def optimize_onnx_bert(source: str | os.PathLike, target: str | os.PathLike, num
 
 
 def onnx_operator_counts(path: str | os.PathLike) -> dict[str, int]:
-    """How many nodes of each operator type the ONNX graph at ``path`` holds (e.g. {"Attention": 6, ...})."""
+    """How many nodes of each operator type the ONNX graph at ``path`` holds (e.g. {"Attention": 6, ...}).
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
     import onnx
 
     counts: dict[str, int] = {}
@@ -105,7 +116,10 @@ def onnx_operator_counts(path: str | os.PathLike) -> dict[str, int]:
 
 def quantize_onnx_dynamic(source: str | os.PathLike, target: str | os.PathLike, per_channel: bool = True) -> Path:
     """ONNX Runtime dynamic quantization: int8 weights (per output channel by default), int8 activations
-    quantized per batch at run time (``onnxruntime.quantization.quantize_dynamic``)."""
+    quantized per batch at run time (``onnxruntime.quantization.quantize_dynamic``).
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = Path(target)

@@ -16,7 +16,10 @@ from toolkit.layers import eval_mode
 
 # ----------------------------------------------------------------------------- OpenVINO and NNCF
 def openvino_model(model: torch.nn.Module, batch: dict):
-    """Convert a PyTorch classifier to an OpenVINO model (every input dimension dynamic)."""
+    """Convert a PyTorch classifier to an OpenVINO model (every input dimension dynamic).
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
     import openvino as ov
 
     with eval_mode(model), torch.no_grad(), quiet_tools():
@@ -26,7 +29,10 @@ def openvino_model(model: torch.nn.Module, batch: dict):
 def nncf_int8(ov_model, calibration_batches: Sequence[dict]):
     """Static int8 with NNCF: activation ranges from every batch of ``calibration_batches`` (tokenizer
     outputs), with the transformer preset (``ModelType.TRANSFORMER``: SmoothQuant, and sensitive
-    operations such as softmax left in float)."""
+    operations such as softmax left in float).
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
+    """
     import nncf
 
     if not calibration_batches:
@@ -44,6 +50,8 @@ def nncf_int4_weights(ov_model, group_size: int = 32, all_layers: bool = False):
     the weights, so the default file is far from "4 bits everywhere". ``all_layers=True`` puts them in
     int4 too. ``nncf.compress_weights`` rewrites the model it is given, so it gets a clone: ``ov_model``
     is not changed.
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
     """
     import nncf
 
@@ -84,6 +92,8 @@ def openvino_classifier(ov_model, path: str | os.PathLike, threads: int | None =
     ``precision`` is the precision OpenVINO computes the float parts in. Left to itself (``None``),
     OpenVINO picks bf16 on CPUs with AVX512-BF16 or AMX, so an "fp32" model would silently run in
     bf16; the default here is explicit: ``"f32"``. Accepted: ``"f32"``, ``"bf16"``, ``None``.
+
+    Taught in: chapter 9, section 1 (The anchors: what the one-line tools give).
     """
     import openvino as ov
 

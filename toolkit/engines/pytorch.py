@@ -77,7 +77,10 @@ def _torch_quantized_weight(module: QuantLinear) -> torch.Tensor:
 
 
 def to_torch_dynamic(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy in which every int8 QuantLinear runs on torch's dynamic int8 kernel, with the same codes."""
+    """A copy in which every int8 QuantLinear runs on torch's dynamic int8 kernel, with the same codes.
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
+    """
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
     def build(name, module):
@@ -102,6 +105,8 @@ def to_torchao_int8(model: torch.nn.Module, compile: bool = False) -> torch.nn.M
 
     torchao quantizes from float weights, so the layers are first dequantized (x_hat); with
     int8 codes on a symmetric grid, torchao finds the same grid again up to rounding of the scale.
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
     """
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 

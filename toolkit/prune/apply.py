@@ -29,7 +29,10 @@ def _check_names(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> None
 
 
 def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A copy of ``model`` with W * M in every masked layer (``model`` is not changed)."""
+    """A copy of ``model`` with W * M in every masked layer (``model`` is not changed).
+
+    Taught in: chapter 6, section 3 (Smoothness: how does the model react to small changes?).
+    """
     _check_names(model, masks)
     pruned = copy.deepcopy(model)
     with torch.no_grad():
@@ -40,7 +43,10 @@ def apply_masks(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> torch
 
 
 def apply_masks_(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Prune ``model`` in place with torch.nn.utils.prune hooks (see the module doc); returns it."""
+    """Prune ``model`` in place with torch.nn.utils.prune hooks (see the module doc); returns it.
+
+    Taught in: chapter 6, section 7 (A short recovery: fine-tune with the mask fixed).
+    """
     _check_names(model, masks)
     for name, mask in masks.items():
         module = model.get_submodule(name)
@@ -49,7 +55,10 @@ def apply_masks_(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> torc
 
 
 def remove_masks_(model: torch.nn.Module) -> int:
-    """Make every torch.nn.utils.prune mask permanent (in place); returns how many were removed."""
+    """Make every torch.nn.utils.prune mask permanent (in place); returns how many were removed.
+
+    Taught in: chapter 6, section 5 (`torch.nn.utils.prune`: masks as hooks).
+    """
     removed = 0
     for module in model.modules():
         if prune.is_pruned(module) and hasattr(module, "weight_orig"):

@@ -67,6 +67,8 @@ def channel_groups(model: nn.Module) -> list[ChannelGroup]:
 
     Stem and stage streams are joined into one group where a block's shortcut is the identity
     (the stream flows through unchanged); a projection shortcut (1x1 convolution) starts a new one.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
     """
     _resnet(model)
     groups: list[ChannelGroup] = []
@@ -94,7 +96,10 @@ def _norm_of(conv_name: str) -> str:
 
 
 def l1_scores(model: nn.Module, groups: list[ChannelGroup] | None = None) -> dict[str, torch.Tensor]:
-    """s_c = Σ over the group's writers of ||W[c]||_1, one tensor (channels,) per group."""
+    """s_c = Σ over the group's writers of ||W[c]||_1, one tensor (channels,) per group.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
+    """
     groups = channel_groups(model) if groups is None else groups
     return {
         g.name: sum(model.get_submodule(w).weight.detach().abs().sum(dim=(1, 2, 3)) for w in g.writers)  # (channels,)
@@ -103,7 +108,10 @@ def l1_scores(model: nn.Module, groups: list[ChannelGroup] | None = None) -> dic
 
 
 def kept_channels(scores: torch.Tensor, keep: float) -> torch.Tensor:
-    """Sorted indices of the ceil(keep * channels) highest scores (at least one channel stays)."""
+    """Sorted indices of the ceil(keep * channels) highest scores (at least one channel stays).
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
+    """
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         raise ValueError(f"keep must be a fraction in (0, 1]; got {keep!r}")
     k = max(1, math.ceil(keep * scores.numel() - 1e-9))
@@ -111,7 +119,10 @@ def kept_channels(scores: torch.Tensor, keep: float) -> torch.Tensor:
 
 
 def conv_parameters(model: nn.Module) -> int:
-    """Weights of all convolutions (the quantity filter pruning reduces)."""
+    """Weights of all convolutions (the quantity filter pruning reduces).
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
+    """
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
@@ -161,6 +172,8 @@ def prune_filters(model: nn.Module, keep: float | Mapping[str, float], scores: M
     """A copy of ``model`` keeping the best ``keep`` fraction of every channel group (or per group name).
 
     ``scores`` defaults to ``l1_scores(model)``. Groups missing from a ``keep`` mapping are left whole.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
     """
     groups = [g.name for g in channel_groups(model)]
     fractions = {name: keep for name in groups} if not isinstance(keep, Mapping) else dict(keep)

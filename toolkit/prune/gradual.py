@@ -50,7 +50,10 @@ class PruningSchedule:
     ``steps`` is the number of training steps T; ``rounds`` the k of iterative pruning;
     ``pruning_fraction`` the share of T over which gradual pruning raises the sparsity, every
     ``frequency`` steps (Δt); ``initial`` the sparsity s_i of gradual pruning's first cut, at t0.
-    What is left of T after t0 + n Δt is the hold phase, trained at s_f."""
+    What is left of T after t0 + n Δt is the hold phase, trained at s_f.
+
+    Taught in: chapter 8, section 1 (Three ways to spend the same training steps).
+    """
 
     method: str
     final: float
@@ -182,6 +185,8 @@ def allocate_sparsity(damage: dict[str, float], sizes: dict[str, int], target: f
     sensitive gets target + spread, the most sensitive target - spread, linearly by rank (the rule of OWL,
     Yin et al. 2023, with ranks instead of outlier ratios). A shift c, found by bisection, makes the
     weighted mean exact:  Σ_l n_l · clip(s_l + c, 0, ceiling) = target · Σ_l n_l.
+
+    Taught in: chapter 8, section 5 (Evaluate and adjust: how much sparsity each layer gets).
     """
     check_sparsity(target)
     if not 0 <= spread < 1:

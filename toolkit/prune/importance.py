@@ -36,6 +36,8 @@ def prunable_modules(model: torch.nn.Module, modules: Iterable[str] | None = Non
 
     Other weight layers (transformers' ``Conv1D``, convolutions) are not scored: they are named
     in a warning. Choosing no layer inside the model's blocks is an error.
+
+    Taught in: chapter 6.
     """
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     skipped = layers.left_alone(model, set(linears), conv1d_handled=False)

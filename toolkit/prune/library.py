@@ -35,6 +35,8 @@ def torch_pruning_heads_and_ffn(model: torch.nn.Module, example_inputs: dict, he
 
     Importance: the library's L1 magnitude, summed over each dependency group. ``model`` is not changed.
     A failure inside the library is returned (``model=None``, ``error``), not raised, so a chapter can show it.
+
+    Taught in: chapter 7, section 7 (A library doing the same: Torch-Pruning).
     """
     from importlib.metadata import version
 

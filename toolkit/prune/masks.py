@@ -28,7 +28,10 @@ def _check_scores(scores: dict[str, torch.Tensor]) -> None:
 
 
 def local_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Per layer: keep the round((1 - s) * n) highest-scoring weights (exactly; ties by position)."""
+    """Per layer: keep the round((1 - s) * n) highest-scoring weights (exactly; ties by position).
+
+    Taught in: chapter 6, section 2 (Importance: which weights matter?).
+    """
     sparsity = check_sparsity(sparsity)
     _check_scores(scores)
     masks = {}
@@ -41,7 +44,10 @@ def local_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, t
 
 
 def row_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Per output row: keep the round((1 - s) * in) highest scores of every row (exactly)."""
+    """Per output row: keep the round((1 - s) * in) highest scores of every row (exactly).
+
+    Taught in: chapter 6, section 4 (Local vs global pruning, for each criterion).
+    """
     sparsity = check_sparsity(sparsity)
     _check_scores(scores)
     masks = {}
@@ -55,7 +61,10 @@ def row_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, tor
 
 
 def global_threshold(scores: dict[str, torch.Tensor], sparsity: float) -> float:
-    """The (s*N)-th smallest score over all layers (kthvalue); -inf when s = 0."""
+    """The (s*N)-th smallest score over all layers (kthvalue); -inf when s = 0.
+
+    Taught in: chapter 6, section 2 (Importance: which weights matter?).
+    """
     sparsity = check_sparsity(sparsity)
     _check_scores(scores)
     flat = torch.cat([s.flatten().float() for s in scores.values()])  # (N,)
@@ -64,13 +73,19 @@ def global_threshold(scores: dict[str, torch.Tensor], sparsity: float) -> float:
 
 
 def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """One threshold for every layer: keep the weights whose score is above it."""
+    """One threshold for every layer: keep the weights whose score is above it.
+
+    Taught in: chapter 6, section 4 (Local vs global pruning, for each criterion).
+    """
     t = global_threshold(scores, sparsity)
     return {name: (s.float() > t).float() for name, s in scores.items()}
 
 
 def nm_masks(scores: dict[str, torch.Tensor], n: int, m: int) -> dict[str, torch.Tensor]:
-    """Keep the n highest scores in every group of m consecutive inputs of each row."""
+    """Keep the n highest scores in every group of m consecutive inputs of each row.
+
+    Taught in: chapter 7, section 9 (N:M sparsity: 2:4).
+    """
     if not (isinstance(m, int) and isinstance(n, int) and 0 < n < m):
         raise ValueError(f"N:M sparsity needs integers 0 < n < m; got n={n!r}, m={m!r}")
     _check_scores(scores)
@@ -86,7 +101,10 @@ def nm_masks(scores: dict[str, torch.Tensor], n: int, m: int) -> dict[str, torch
 
 
 def kept_overlap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """How much two masks agree: |kept by both| / |kept by a| (the masks keep equally many)."""
+    """How much two masks agree: |kept by both| / |kept by a| (the masks keep equally many).
+
+    Taught in: chapter 6, section 2 (Importance: which weights matter?).
+    """
     if a.keys() != b.keys():
         raise ValueError("the masks cover different layers")
     both = sum(float((a[n] * b[n]).sum()) for n in a)

@@ -81,7 +81,10 @@ class ProximalPenalty:
 
     Added to the loss (λ Σ|w| and so on), a penalty's gradient would be rescaled by Adam together with the task's, so
     its pull would stop depending on λ; applied here, it pulls at rate η_t λ whatever the optimizer does. Pass
-    ``on_step=penalty.step_`` to ``fine_tune_``, which hands it each step's η_t as its scheduler set it."""
+    ``on_step=penalty.step_`` to ``fine_tune_``, which hands it each step's η_t as its scheduler set it.
+
+    Taught in: chapter 8, section 4 (Regularisation toward sparsity: L1, L2, group lasso).
+    """
 
     def __init__(self, weights: dict[str, torch.Tensor], penalty: str, strength: float):
         if penalty not in PENALTIES:
@@ -104,6 +107,9 @@ class ProximalPenalty:
 
 
 def near_zero_share(weights: Iterable[torch.Tensor], tolerance: float = 1e-3) -> float:
-    """Fraction of weights with |w| <= tolerance."""
+    """Fraction of weights with |w| <= tolerance.
+
+    Taught in: chapter 8, section 4 (Regularisation toward sparsity: L1, L2, group lasso).
+    """
     weights = list(weights)
     return sum(int((w.detach().abs() <= tolerance).sum()) for w in weights) / sum(w.numel() for w in weights)

@@ -17,7 +17,10 @@ from toolkit.prune.masks import check_sparsity
 
 
 def random_sparse(out_features: int, in_features: int, sparsity: float, seed: int = 0) -> torch.Tensor:
-    """A random weight (out, in) with round(sparsity * n) entries set to zero."""
+    """A random weight (out, in) with round(sparsity * n) entries set to zero.
+
+    Taught in: chapter 6, section 6 (What sparsity buys, and what it does not).
+    """
     sparsity = check_sparsity(sparsity)
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(out_features, in_features, generator=g)
@@ -46,7 +49,10 @@ class SparseLinear(torch.nn.Module):
 
 
 def with_sparse_linears(model: torch.nn.Module, names) -> torch.nn.Module:
-    """A copy of ``model`` whose linear layers ``names`` run as ``SparseLinear`` (``model`` is not changed)."""
+    """A copy of ``model`` whose linear layers ``names`` run as ``SparseLinear`` (``model`` is not changed).
+
+    Taught in: chapter 8, section 6 (The 90% model on disk and in time).
+    """
     import copy
 
     modules = dict(model.named_modules())

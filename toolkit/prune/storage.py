@@ -43,7 +43,10 @@ LAYOUTS = ("csr", "bitmask")
 
 
 def index_dtype(limit: int) -> torch.dtype:
-    """The smallest signed integer type that can hold indices below ``limit``."""
+    """The smallest signed integer type that can hold indices below ``limit``.
+
+    Taught in: chapter 6, section 6 (What sparsity buys, and what it does not).
+    """
     return torch.int16 if limit < 2**15 else torch.int32
 
 
@@ -58,7 +61,10 @@ def bitmask_bytes(rows: int, cols: int, nnz: int, value_bytes: int = 4) -> int:
 
 
 def csr_tensors(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """CSR parts of a 2-D weight: crow_indices (rows+1,), col_indices (nnz,), values (nnz,)."""
+    """CSR parts of a 2-D weight: crow_indices (rows+1,), col_indices (nnz,), values (nnz,).
+
+    Taught in: chapter 6, section 6 (What sparsity buys, and what it does not).
+    """
     if weight.dim() != 2:
         raise ValueError(f"CSR storage takes 2-D weights; got shape {tuple(weight.shape)}")
     with warnings.catch_warnings():  # "sparse CSR support is in beta": true, and nothing a reader can act on
@@ -107,7 +113,10 @@ def _dense_from(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, .
 
 def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "csr", modules=None, value_bits: int | None = None) -> int:
     """Write ``model`` with its prunable layers' weights in ``layout``, their kept values in fp32 or, with
-    ``value_bits=8``, as int8 codes with a scale per row; returns the file's bytes."""
+    ``value_bits=8``, as int8 codes with a scale per row; returns the file's bytes.
+
+    Taught in: chapter 6, section 6 (What sparsity buys, and what it does not).
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     if value_bits not in VALUE_BITS:
@@ -133,7 +142,10 @@ def save_sparse(model: torch.nn.Module, path: str | os.PathLike, layout: str = "
 
 
 def load_sparse_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a ``save_sparse`` file back as a dense state dict."""
+    """Read a ``save_sparse`` file back as a dense state dict.
+
+    Taught in: chapter 6, section 6 (What sparsity buys, and what it does not).
+    """
     path = Path(path)
     metadata, raw = artifacts.load_tensors(path, format=FORMAT, versions=(FORMAT_VERSION,), writer="save_sparse",
                                            unversioned=FORMAT_VERSION)

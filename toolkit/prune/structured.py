@@ -101,6 +101,8 @@ def prune_ffn_(model: torch.nn.Module, neurons: Mapping[int, Iterable[int]], fol
 
     keeps the layer's output exactly for such neurons (a group-lasso model empties them), and to
     first order for neurons whose input weights are merely small.
+
+    Taught in: chapter 8, section 4 (Regularisation toward sparsity: L1, L2, group lasso).
     """
     if not isinstance(fold_bias, bool):
         raise ValueError(f"fold_bias must be True or False; got {fold_bias!r}")
@@ -139,7 +141,10 @@ def prune_structures(
     neurons: Mapping[int, Iterable[int]] | None = None,
     layers: Iterable[int] = (),
 ) -> torch.nn.Module:
-    """A pruned copy of ``model``: heads, then FFN neurons, then whole layers removed (indices of the original)."""
+    """A pruned copy of ``model``: heads, then FFN neurons, then whole layers removed (indices of the original).
+
+    Taught in: chapter 7, section 2 (Which heads and neurons matter).
+    """
     result = copy.deepcopy(model)
     prune_heads_(result, heads or {})
     prune_ffn_(result, neurons or {})
@@ -148,7 +153,10 @@ def prune_structures(
 
 
 def linear_macs_per_token(model: torch.nn.Module) -> int:
-    """Multiply-adds per token of the encoder's linear layers (weights only: in * out per layer)."""
+    """Multiply-adds per token of the encoder's linear layers (weights only: in * out per layer).
+
+    Taught in: chapter 7.
+    """
     total = 0
     for layer in encoder_layers(model):
         for linear in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value,
@@ -170,6 +178,8 @@ def structure_importance(model: torch.nn.Module, tokenizer, examples, batch_size
     Returns {"heads": (layers, H), "ffn": (layers, f)}: one row per layer, padded with NaN where a
     pruned layer has fewer heads or neurons. The model's weights, gradients, flags and mode are
     left as they were.
+
+    Taught in: chapter 7, section 2 (Which heads and neurons matter).
     """
     if tokenizer is None or not examples:
         raise ValueError("structure_importance needs tokenizer= and a non-empty examples= (labelled sentences)")
@@ -224,7 +234,10 @@ def structure_importance(model: torch.nn.Module, tokenizer, examples, batch_size
 
 
 def lowest(scores: torch.Tensor, keep: Mapping[int, int] | int) -> dict[int, list[int]]:
-    """The indices to remove in each layer so that ``keep`` (per layer, or the same for all) highest scores stay."""
+    """The indices to remove in each layer so that ``keep`` (per layer, or the same for all) highest scores stay.
+
+    Taught in: chapter 7, section 2 (Which heads and neurons matter).
+    """
     removed = {}
     for i, row in enumerate(scores):
         present = row[~torch.isnan(row)]
@@ -243,6 +256,8 @@ def normalize_per_layer(scores: torch.Tensor) -> torch.Tensor:
     Michel et al. (2019), after Molchanov et al. (2017), rank heads across layers on these normalised
     scores (``run_bertology.py``'s default): raw gradient-based scores differ between layers for reasons
     that have nothing to do with importance (depth, LayerNorm), and normalising removes each layer's scale.
+
+    Taught in: chapter 7, section 4 (Where to cut: the same in every layer, or where the scores say).
     """
     norms = torch.nan_to_num(scores, nan=0.0).norm(dim=1, keepdim=True)  # (layers, 1)
     return scores / norms.clamp_min(1e-12)
@@ -254,6 +269,8 @@ def lowest_across_layers(scores: torch.Tensor, keep: int) -> dict[int, list[int]
     Layers whose structures score low lose more of them (a per-layer allocation decided by the
     scores); every layer keeps at least its best structure, so the total kept may exceed ``keep``
     by at most one per layer. Pass ``normalize_per_layer(scores)`` to rank as Michel et al. do.
+
+    Taught in: chapter 7, section 4 (Where to cut: the same in every layer, or where the scores say).
     """
     present = scores[~torch.isnan(scores)]
     if isinstance(keep, bool) or not isinstance(keep, int) or not 0 < keep <= present.numel():
@@ -276,7 +293,10 @@ def shapes(model: torch.nn.Module) -> dict[str, list[int]]:
 def save_pruned(model: torch.nn.Module, path: str | os.PathLike) -> int:
     """Write a structurally pruned model as safetensors with its per-layer shapes; returns the file's bytes.
 
-    The file holds a BERT-layout sequence classifier (BERT, MiniLM, RoBERTa); any other model is refused here."""
+    The file holds a BERT-layout sequence classifier (BERT, MiniLM, RoBERTa); any other model is refused here.
+
+    Taught in: chapter 7, section 3 (Surgery: cutting the matrices).
+    """
     if not type(model).__name__.endswith("ForSequenceClassification"):
         raise TypeError(f"save_pruned holds BERT-layout sequence classifiers; got a {type(model).__name__}")
     fields = {"config": model.config.to_json_string(use_diff=False), "shapes": shapes(model)}  # shapes: BERT layout or an error
@@ -284,7 +304,10 @@ def save_pruned(model: torch.nn.Module, path: str | os.PathLike) -> int:
 
 
 def load_pruned(path: str | os.PathLike) -> torch.nn.Module:
-    """Rebuild a model written by ``save_pruned``: its config, then its per-layer shapes, then its weights."""
+    """Rebuild a model written by ``save_pruned``: its config, then its per-layer shapes, then its weights.
+
+    Taught in: chapter 7, section 3 (Surgery: cutting the matrices).
+    """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = Path(path)

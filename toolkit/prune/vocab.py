@@ -83,7 +83,10 @@ class Vocabulary:
 
 
 def token_counts(tokenizer, examples: Sequence[Example], max_length: int = 64) -> torch.Tensor:
-    """(V,) how often each token id occurs in ``examples`` (truncated as the classifier truncates)."""
+    """(V,) how often each token id occurs in ``examples`` (truncated as the classifier truncates).
+
+    Taught in: chapter 9, section 3 (Stage two: the embedding table).
+    """
     if not examples:
         raise ValueError("examples must hold at least one sentence to count tokens in")
     counts = torch.zeros(len(tokenizer), dtype=torch.int64)
@@ -100,7 +103,10 @@ def character_ids(tokenizer) -> list[int]:
 def task_vocabulary(tokenizer, examples: Sequence[Example], max_length: int = 64, min_count: int = 1,
                     keep_characters: bool = False) -> Vocabulary:
     """The token ids ``examples`` produce at least ``min_count`` times (truncated as the classifier
-    truncates), plus every special token, plus every single-character piece if ``keep_characters``."""
+    truncates), plus every special token, plus every single-character piece if ``keep_characters``.
+
+    Taught in: chapter 9, section 3 (Stage two: the embedding table).
+    """
     check_int("min_count", min_count, detail=' (occurrences in examples)')
     counts = token_counts(tokenizer, examples, max_length)
     ids = set(tokenizer.all_special_ids) | set(torch.nonzero(counts >= min_count).flatten().tolist())
@@ -115,7 +121,10 @@ def trimmed_tokenizer(tokenizer, vocabulary: Vocabulary):
     Same normalisation as ``tokenizer`` (lower case, accents, Chinese characters); a word whose
     token was not kept is split into the longest kept pieces, and becomes ``[UNK]`` only if no
     split exists (keep single characters to rule that out). Pairs with
-    ``trim_vocabulary(model, vocabulary, retokenize=True)``."""
+    ``trim_vocabulary(model, vocabulary, retokenize=True)``.
+
+    Taught in: chapter 9, section 3 (Stage two: the embedding table).
+    """
     from transformers import BertTokenizer  # the tokenizers-backed WordPiece tokenizer
 
     if len(tokenizer) != vocabulary.size:
@@ -139,7 +148,10 @@ def trim_vocabulary(model: torch.nn.Module, vocabulary: Vocabulary, retokenize: 
 
     By default the copy reads the original tokenizer's ids (a ``TrimmedEmbedding`` with its lookup).
     ``retokenize=True`` gives it a plain ``nn.Embedding`` of the kept rows, for the ids of
-    ``trimmed_tokenizer(tokenizer, vocabulary)``."""
+    ``trimmed_tokenizer(tokenizer, vocabulary)``.
+
+    Taught in: chapter 9, section 3 (Stage two: the embedding table).
+    """
     embeddings = model.base_model.embeddings
     table = embeddings.word_embeddings
     if isinstance(table, TrimmedEmbedding):
@@ -160,7 +172,10 @@ def trim_vocabulary(model: torch.nn.Module, vocabulary: Vocabulary, retokenize: 
 
 def unknown_rate(tokenizer, examples: Sequence[Example], vocabulary: Vocabulary, max_length: int = 64) -> dict[str, float]:
     """Share of tokens, and of sentences with at least one token, that the trimmed model reads as [UNK]
-    although the full vocabulary had a row for them."""
+    although the full vocabulary had a row for them.
+
+    Taught in: chapter 9, section 3 (Stage two: the embedding table).
+    """
     kept = set(vocabulary.kept_ids.tolist())
     tokens = unknown = sentences = 0
     for row in tokenizer([e.text for e in examples], truncation=True, max_length=max_length)["input_ids"]:

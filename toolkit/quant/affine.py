@@ -77,7 +77,10 @@ def as_rows(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, Callable, t
 
 
 def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero-point that map the real range [lo, hi] onto [qmin, qmax] (see module doc)."""
+    """Scale and zero-point that map the real range [lo, hi] onto [qmin, qmax] (see module doc).
+
+    Taught in: chapter 2, section 1 (From real numbers to integer codes).
+    """
     lo, hi = lo.float(), hi.float()
     eps = torch.finfo(torch.float32).eps
     if spec.symmetric:
@@ -118,6 +121,8 @@ def quantize(
 
     Without ``scale``/``zero_point`` they are computed from the min and max of each row
     (each tensor, channel or group); pass them (e.g. from an observer) to clip.
+
+    Taught in: chapter 2, section 1 (From real numbers to integer codes).
     """
     check_tensor(x)
     if spec.is_float:  # a 16-bit float cast: the "codes" are the 16-bit values themselves
@@ -150,7 +155,10 @@ def quantize(
 
 
 def dequantize(q: QTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Real values again: x_hat = (q - z) * s (binary: x_hat = q * s)."""
+    """Real values again: x_hat = (q - z) * s (binary: x_hat = q * s).
+
+    Taught in: chapter 2, section 1 (From real numbers to integer codes).
+    """
     if q.spec.is_float:
         return q.codes.to(dtype)
     rows, restore, _ = as_rows(q.codes, q.spec)  # (n_rows, row_len)
@@ -166,5 +174,8 @@ def fake_quantize(
     zero_point: torch.Tensor | int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Quantize then dequantize: the float tensor the integer model effectively computes with."""
+    """Quantize then dequantize: the float tensor the integer model effectively computes with.
+
+    Taught in: chapter 2, section 2 (Symmetric or asymmetric?).
+    """
     return dequantize(quantize(x, spec, scale, zero_point, generator), dtype=x.dtype)

@@ -167,7 +167,10 @@ def quantize_word_embeddings(
     row_weights: torch.Tensor | None = None,
 ) -> torch.nn.Module:
     """A copy of a BERT-layout ``model`` whose word-embedding table is product-quantized (the original is not changed);
-    ``row_weights`` (one per token) as in ``product_quantize``."""
+    ``row_weights`` (one per token) as in ``product_quantize``.
+
+    Taught in: chapter 9, section 3 (Stage two: the embedding table).
+    """
     table = model.base_model.embeddings.word_embeddings
     if not isinstance(table, torch.nn.Embedding):
         raise ValueError(f"model's word embeddings must be a torch.nn.Embedding; got {type(table).__name__}")

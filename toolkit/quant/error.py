@@ -32,7 +32,10 @@ def max_error(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 
 def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in decibels (inf when x_hat equals x)."""
+    """Signal-to-quantization-noise ratio in decibels (inf when x_hat equals x).
+
+    Taught in: chapter 2, section 2 (Symmetric or asymmetric?).
+    """
     x, x_hat = _pair(x, x_hat)
     noise = float(((x - x_hat) ** 2).sum())
     signal = float((x**2).sum())

@@ -47,7 +47,10 @@ class QuantizedFileError(artifacts.ArtifactError):
 
 def save_quantized(model: torch.nn.Module, path: str | os.PathLike, scale_dtype: torch.dtype = torch.float32) -> int:
     """Write ``model`` (with quantized layers) to ``path`` atomically, its weight scales in ``scale_dtype``
-    (float32 or float16); return the file's bytes. A model the file could not rebuild is refused here."""
+    (float32 or float16); return the file's bytes. A model the file could not rebuild is refused here.
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
+    """
     if scale_dtype not in SCALE_DTYPES.values():
         raise ValueError(f"scale_dtype must be one of torch.{', torch.'.join(SCALE_DTYPES)}; got {scale_dtype!r}")
     try:
@@ -84,7 +87,10 @@ def _shell(kind: str, float_module: torch.nn.Module, spec: QuantSpec, input_spec
 
 
 def load_quantized(path: str | os.PathLike) -> torch.nn.Module:
-    """Rebuild the quantized transformers model saved in ``path`` (eval mode, CPU)."""
+    """Rebuild the quantized transformers model saved in ``path`` (eval mode, CPU).
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
+    """
     metadata, tensors = _read(path)
     legacy = metadata["format_version"] == "1"
     model = artifacts.model_from_config(metadata["config"], architecture="AutoModelForSequenceClassification" if legacy else None)

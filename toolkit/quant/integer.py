@@ -27,7 +27,10 @@ import torch
 def integer_linear(q_x: torch.Tensor, x_scale: float, x_zero_point: int, q_w: torch.Tensor, w_scale: torch.Tensor,
                    bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = s_x s_w (q_x q_wᵀ − z_x Σ_k q_w) + b from integer codes: ``q_x`` (n, k) in int8/uint8 range, ``q_w`` (out, k)
-    symmetric int8 per output channel with ``w_scale`` (out,). The products and sums are exact integers (int32)."""
+    symmetric int8 per output channel with ``w_scale`` (out,). The products and sums are exact integers (int32).
+
+    Taught in: chapter 3, section 4 (Static int8: calibrate the activation ranges once).
+    """
     if q_x.dtype.is_floating_point or q_w.dtype.is_floating_point:
         raise ValueError(f"q_x and q_w must be integer codes; got {q_x.dtype} and {q_w.dtype}")
     if q_x.shape[-1] != q_w.shape[-1]:

@@ -50,7 +50,10 @@ def _check_specs(specs: Sequence[QuantSpec], what: str = "specs") -> None:
 def layer_bytes(model: torch.nn.Module, layer_names: Sequence[str], specs: Sequence[QuantSpec],
                 scale_bytes: int = 4) -> list[list[int]]:
     """Stored bytes of each layer's weight at each spec: ``result[i][j]`` for layer i at ``specs[j]`` (codes + scales
-    + zero-points; ``scale_bytes`` 4 for float32 scales, 2 for float16, as ``fileformat.save_quantized`` writes them)."""
+    + zero-points; ``scale_bytes`` 4 for float32 scales, 2 for float16, as ``fileformat.save_quantized`` writes them).
+
+    Taught in: chapter 5, section 5 (Mixed precision under a byte budget).
+    """
     _check_layers(model, layer_names)
     _check_specs(specs)
     if scale_bytes not in (2, 4):
@@ -75,7 +78,10 @@ def allocate(model: torch.nn.Module, layer_names: Sequence[str], specs: Sequence
              scale_bytes: int = 4) -> Allocation:
     """Choose a spec from ``specs`` for every layer to minimise the summed ``damages`` (``damages[i][j]``: layer i at
     ``specs[j]``) with the layers' stored weight bytes (scales of ``scale_bytes``) at most ``budget_bytes``; exact
-    knapsack in units of ``granularity`` bytes (each cost rounded up, so the result never exceeds the budget)."""
+    knapsack in units of ``granularity`` bytes (each cost rounded up, so the result never exceeds the budget).
+
+    Taught in: chapter 5, section 5 (Mixed precision under a byte budget).
+    """
     costs = layer_bytes(model, layer_names, specs, scale_bytes)
     if len(damages) != len(layer_names) or any(len(row) != len(specs) for row in damages):
         raise ValueError(f"damages must be a {len(layer_names)} x {len(specs)} table (layers x specs); got "
@@ -110,6 +116,8 @@ def estimate_damages(model: torch.nn.Module, scan: Sequence[LayerSensitivity], s
         d_i(o) = KL_i(s) · ||Q_o(W_i) - W_i||² / ||Q_s(W_i) - W_i||²
 
     because to first order the KL grows with error power (``sensitivity.predicted_damage``).
+
+    Taught in: chapter 5, section 5 (Mixed precision under a byte budget).
     """
     _check_specs(scan_specs, "scan_specs")
     _check_specs(options, "options")
@@ -142,13 +150,19 @@ def estimate_damages(model: torch.nn.Module, scan: Sequence[LayerSensitivity], s
 
 
 def uniform(layer_names: Sequence[str], spec: QuantSpec) -> dict[str, QuantSpec]:
-    """The same spec for every layer (the baseline a mixed allocation is compared with)."""
+    """The same spec for every layer (the baseline a mixed allocation is compared with).
+
+    Taught in: chapter 5, section 3 (How error travels through the blocks (optional)).
+    """
     return {name: spec for name in layer_names}
 
 
 def quantize_mixed(model: torch.nn.Module, specs: Mapping[str, QuantSpec]) -> torch.nn.Module:
     """A copy of ``model`` with each layer named in ``specs`` quantized (weights only) at its own spec; every other
-    layer stays float. ``model`` is not changed."""
+    layer stays float. ``model`` is not changed.
+
+    Taught in: chapter 5, section 3 (How error travels through the blocks (optional)).
+    """
     if not specs:
         raise ValueError("specs is empty: name at least one layer and its QuantSpec")
     kinds = _check_layers(model, list(specs))

@@ -212,7 +212,10 @@ OBSERVERS = {
 
 
 def make_observer(name: str, spec: QuantSpec, **options) -> Observer:
-    """An observer by name: one of ``OBSERVERS``."""
+    """An observer by name: one of ``OBSERVERS``.
+
+    Taught in: chapter 2, section 5 (Outliers, and choosing the range: calibration observers).
+    """
     if name not in OBSERVERS:
         raise ValueError(f"observer {name!r} is not known; accepted: {', '.join(OBSERVERS)}")
     return OBSERVERS[name](spec, **options)

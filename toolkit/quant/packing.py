@@ -32,6 +32,8 @@ def pack(codes: torch.Tensor, bits: int, qmin: int) -> torch.Tensor:
     """Pack integer codes in [qmin, qmin + 2**bits - 1] into a flat uint8 tensor.
 
     For binary codes (-1/+1) pass ``bits=1, qmin=-1``: -1 is stored as 0, +1 as 1.
+
+    Taught in: chapter 2, section 4 (Bit levels: 8, 4, 2 and 1).
     """
     _check_bits(bits)
     flat = codes.reshape(-1).to(torch.int32)
@@ -52,7 +54,10 @@ def pack(codes: torch.Tensor, bits: int, qmin: int) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, bits: int, qmin: int, numel: int) -> torch.Tensor:
-    """Inverse of ``pack``: the first ``numel`` codes, as int16, flat."""
+    """Inverse of ``pack``: the first ``numel`` codes, as int16, flat.
+
+    Taught in: chapter 2, section 4 (Bit levels: 8, 4, 2 and 1).
+    """
     _check_bits(bits)
     if packed.dtype != torch.uint8:
         raise TypeError(f"packed must be a uint8 tensor; got {packed.dtype}")

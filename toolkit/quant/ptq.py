@@ -62,6 +62,8 @@ def quantize_weights(
     Layers with a weight matrix that are not linear (convolutions) are left in float, named
     in a warning and in the returned model's ``skipped_layers`` ({name: why}). Quantizing
     linear layers of which none lies inside the model's blocks is an error.
+
+    Taught in: chapter 3, section 3 (Dynamic int8: weights ahead of time, activations on the fly).
     """
     if linear_spec is None and embedding_spec is None:
         raise ValueError("give linear_spec, embedding_spec or both: nothing would be quantized")
@@ -90,7 +92,10 @@ def quantize_weights(
 
 
 def quantized_layers(model: torch.nn.Module) -> dict[str, tuple[str, QuantSpec]]:
-    """{name: (kind, spec)} of the quantized layers of a model."""
+    """{name: (kind, spec)} of the quantized layers of a model.
+
+    Taught in: chapter 3, section 5 (Weight-only int8, int4, int2, and the embeddings).
+    """
     found = {}
     for name, module in model.named_modules():
         if isinstance(module, QuantLinear):
@@ -106,6 +111,8 @@ def calibrate_(model: torch.nn.Module, tokenizer, examples, observer: str = "min
     Changes ``model`` in place (hence the ``_``): a forward pre-hook on each such layer feeds
     its inputs (padding positions removed) to an observer, with the model in eval mode on its
     own device; afterwards each layer gets the observer's scale and zero-point. Returns the model.
+
+    Taught in: chapter 3, section 4 (Static int8: calibrate the activation ranges once).
     """
     static = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear) and m.input_spec is not None}
     if not static:

@@ -148,6 +148,8 @@ def prepare_qat(
     ``nn.Linear`` and transformers' ``Conv1D`` (rewritten as the equivalent Linear) are
     prepared; other weight layers are named in a warning and in ``skipped_layers`` of the
     result. Preparing nothing inside the model's blocks is an error.
+
+    Taught in: chapter 4, section 2 (QAT layers: float master weights, quantized forward pass).
     """
     linears = list(layers.linear_layers(model))
     chosen = choose_modules(linears, modules, skip, "linear layers (nn.Linear or Conv1D)")
@@ -162,7 +164,10 @@ def prepare_qat(
 
 
 def freeze_observers_(model: torch.nn.Module) -> int:
-    """Stop updating activation ranges in every QATLinear (in place); returns how many were frozen."""
+    """Stop updating activation ranges in every QATLinear (in place); returns how many were frozen.
+
+    Taught in: chapter 4, section 4 (The training loop, and a small sweep to choose the learning rate).
+    """
     frozen = 0
     for module in model.modules():
         if isinstance(module, QATLinear) and module.input_spec is not None:
@@ -177,6 +182,8 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     The codes are computed with the scales the QAT forward pass used (min-max of the final
     weights, or the learned LSQ scales), so the converted model computes what the
     fake-quantized one did, now from packed integers.
+
+    Taught in: chapter 4, section 6 (From fake quantization to a real integer file).
     """
     def build(name, module):
         if not isinstance(module, QATLinear):

@@ -49,6 +49,8 @@ def hutchinson_trace(loss_fn: Callable[[], torch.Tensor], parameters: Sequence[t
     Rademacher vector per tensor and costs one forward and two backward passes. Returns one estimate
     per tensor, the mean of ``probes`` samples of vᵀHv (attention runs on PyTorch's plain "math" kernel, which
     can be differentiated twice).
+
+    Taught in: chapter 5, section 2 (Sensitivity, predicted: curvature times error).
     """
     check_int("probes", probes)
     parameters = list(parameters)
@@ -73,7 +75,10 @@ def allocate_bits(costs: Sequence[Sequence[int]], damages: Sequence[Sequence[flo
                   granularity: int = 1) -> list[int]:
     """Choose one option per layer (an index into its ``costs``/``damages`` rows) minimising the summed damage with
     the summed cost (bytes) at most ``budget``; exact dynamic programming. Costs are rounded *up* to multiples of
-    ``granularity`` bytes, so a returned choice never exceeds the budget. Raises ``ValueError`` if no choice fits."""
+    ``granularity`` bytes, so a returned choice never exceeds the budget. Raises ``ValueError`` if no choice fits.
+
+    Taught in: chapter 5, section 5 (Mixed precision under a byte budget).
+    """
     if len(costs) != len(damages) or any(len(c) != len(d) or not c for c, d in zip(costs, damages)):
         raise ValueError("costs and damages must have one non-empty row per layer, of equal lengths")
     check_int("budget", budget, minimum=0, detail=' number of bytes')
@@ -119,6 +124,8 @@ def layer_sensitivity(model: torch.nn.Module, tokenizer, examples: Sequence[Exam
 
     ``layers`` are module names of ``torch.nn.Linear`` or ``torch.nn.Embedding`` modules. ``model`` is not changed:
     the scan works on a private copy and puts each weight back after measuring it.
+
+    Taught in: chapter 5, section 1 (Sensitivity, measured: one layer at a time).
     """
     work = copy.deepcopy(model).eval()
     modules = dict(work.named_modules())
@@ -152,7 +159,10 @@ def predicted_damage(trace: float, weight: torch.Tensor, spec: QuantSpec) -> flo
 
         Ω = ½ · (Tr(H) / n) · ||Q(W) - W||²
 
-    (the mean curvature per weight times the squared quantization error, n = weight.numel())."""
+    (the mean curvature per weight times the squared quantization error, n = weight.numel()).
+
+    Taught in: chapter 5, section 2 (Sensitivity, predicted: curvature times error).
+    """
     w = weight.detach().float()
     return 0.5 * trace / w.numel() * float((fake_quantize(w, spec) - w).pow(2).sum())
 
@@ -169,7 +179,10 @@ LAYER_TYPES = {  # suffix of a BERT module name -> the role of that layer
 
 
 def layer_type(name: str) -> str:
-    """The role of a BERT layer from its module name, e.g. "bert.encoder.layer.3.intermediate.dense" -> "FFN in"."""
+    """The role of a BERT layer from its module name, e.g. "bert.encoder.layer.3.intermediate.dense" -> "FFN in".
+
+    Taught in: chapter 5, section 1 (Sensitivity, measured: one layer at a time).
+    """
     for suffix, kind in LAYER_TYPES.items():  # "attention.output.dense" is tried before "output.dense"
         if name.endswith(suffix):
             return kind
@@ -177,7 +190,10 @@ def layer_type(name: str) -> str:
 
 
 def layer_depth(name: str) -> int | None:
-    """The block index in a BERT module name ("...layer.3..." -> 3); None outside the blocks (embeddings)."""
+    """The block index in a BERT module name ("...layer.3..." -> 3); None outside the blocks (embeddings).
+
+    Taught in: chapter 5, section 1 (Sensitivity, measured: one layer at a time).
+    """
     parts = name.split(".")
     for before, part in zip(parts, parts[1:]):
         if before == "layer" and part.isdigit():
@@ -192,7 +208,10 @@ def block_sqnr_db(reference: torch.nn.Module, model: torch.nn.Module, tokenizer,
 
         SQNR_k = 10 log10( Σ h_k² / Σ (ĥ_k - h_k)² )     over every real (non-padding) token
 
-    Returns one value per hidden state (embeddings output first). Both models must share a tokenizer and shape."""
+    Returns one value per hidden state (embeddings output first). Both models must share a tokenizer and shape.
+
+    Taught in: chapter 5, section 3 (How error travels through the blocks (optional)).
+    """
     if len(examples) == 0:
         raise ValueError("examples is empty: comparing hidden states needs at least one sentence")
     signal: list[float] = []

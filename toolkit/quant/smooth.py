@@ -75,7 +75,10 @@ class ScaledInput(torch.nn.Module):
 
 def input_absmax(model: torch.nn.Module, tokenizer, examples: Sequence[Example], names: Sequence[str],
                  batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """max |x_j| over every real token (padding dropped) of the input of each named linear layer: {name: (in_features,)}."""
+    """max |x_j| over every real token (padding dropped) of the input of each named linear layer: {name: (in_features,)}.
+
+    Taught in: chapter 5, section 4 (Activation outliers and SmoothQuant).
+    """
     linears = layers.linear_layers(model)
     unknown = [n for n in names if n not in linears]
     if unknown:
@@ -102,7 +105,10 @@ def smooth_model(model: torch.nn.Module, absmax: dict[str, torch.Tensor], alpha:
                  groups: Sequence[Sequence[str]] | None = None) -> torch.nn.Module:
     """A copy of ``model`` in which every layer named in ``absmax`` is smoothed: its columns multiplied by s and its
     input divided by s (``ScaledInput``). Layers in one of ``groups`` read the same input (e.g. query, key and value)
-    and share one s, computed from the largest weight column over the group. ``model`` is not changed."""
+    and share one s, computed from the largest weight column over the group. ``model`` is not changed.
+
+    Taught in: chapter 5, section 4 (Activation outliers and SmoothQuant).
+    """
     if not absmax:
         raise ValueError("absmax is empty: record input ranges with input_absmax first")
     groups = [list(g) for g in groups] if groups is not None else []
@@ -123,7 +129,10 @@ def smooth_model(model: torch.nn.Module, absmax: dict[str, torch.Tensor], alpha:
 
 
 def bert_input_groups(model: torch.nn.Module) -> list[list[str]]:
-    """The query, key and value layers of every BERT attention block: three layers that read one input."""
+    """The query, key and value layers of every BERT attention block: three layers that read one input.
+
+    Taught in: chapter 5, section 4 (Activation outliers and SmoothQuant).
+    """
     names = [n for n, _ in model.named_modules()]
     return [[f"{n}.query", f"{n}.key", f"{n}.value"] for n in names
             if n.endswith("attention.self") and f"{n}.query" in names]

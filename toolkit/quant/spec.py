@@ -28,6 +28,10 @@ ROUNDINGS = ("nearest", "stochastic")
 
 @dataclass(frozen=True)
 class QuantSpec:
+    """Taught in: chapter 2, section 1 (From real numbers to integer codes).
+
+    Taught in: chapter 2, section 1 (From real numbers to integer codes).
+    """
     bits: int = 8
     signed: bool = True
     symmetric: bool = True

@@ -56,7 +56,10 @@ def unpack_tensor(stored: dict[str, torch.Tensor], spec: QuantSpec, dtype: torch
 
 
 def stored_bytes(x: torch.Tensor, spec: QuantSpec, scale_bytes: int = 4) -> dict[str, int]:
-    """Predicted bytes of a packed tensor, split into codes, scales and zero-points."""
+    """Predicted bytes of a packed tensor, split into codes, scales and zero-points.
+
+    Taught in: chapter 2, section 3 (Granularity: one scale for what?).
+    """
     if spec.is_float:
         return {"codes": x.numel() * 2, "scales": 0, "zero_points": 0}
     _, _, param_shape = as_rows(x, spec)
@@ -77,6 +80,8 @@ def packed_file_bytes(
     """Write the model with every 2-D weight packed at ``spec`` and return the file's size in bytes.
 
     Other tensors (biases, layer norms) are written unchanged. The model is not modified.
+
+    Taught in: chapter 2, section 4 (Bit levels: 8, 4, 2 and 1).
     """
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
@@ -105,6 +110,8 @@ def read_packed_file(path: str | os.PathLike, spec: QuantSpec) -> dict[str, torc
     What a packed file really holds is what comes back from its bytes: scales in the dtype
     they were written in, codes as packed. Judge a scheme's error on this, not on the
     in-memory fake quantization.
+
+    Taught in: chapter 2, section 8 (Design task: a 4-bit encoder in 13 MB at 20 dB).
     """
     from safetensors.torch import load_file
 

@@ -337,6 +337,8 @@ class ChapterClaims:
         claim = toolkit.workbook.claims.ChapterClaims(CHAPTER, smoke=SMOKE)
         claim("fp16 halves the file", fp16_bytes <= 0.51 * fp32_bytes, f"{fp16_bytes:,} vs {fp32_bytes:,} bytes")
         claim.speed("bf16-vs-fp32", comparison, features=hardware.features)
+
+    Taught in: chapter 1, section 9 (The chapter's claims, checked).
     """
 
     def __init__(self, chapter: str, smoke: bool, results_dir: Path | None = None):

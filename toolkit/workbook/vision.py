@@ -24,7 +24,10 @@ IMAGE_SIZE = 32
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """Stratified train / test tensors: images (n, 1, 32, 32) in [0, 1], labels (n,) in 0..9."""
+    """Stratified train / test tensors: images (n, 1, 32, 32) in [0, 1], labels (n,) in 0..9.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
+    """
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -33,7 +36,10 @@ class ImageSplits:
 
 
 def digits_splits(test_fraction: float = 0.2, seed: int = 0) -> ImageSplits:
-    """scikit-learn's digits, split stratified by label (default 1,437 train / 360 test images)."""
+    """scikit-learn's digits, split stratified by label (default 1,437 train / 360 test images).
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -56,6 +62,8 @@ def digits_resnet(hidden_sizes=(32, 64), depths=(2, 2), embedding_size: int = 16
     Basic blocks (two 3x3 convolutions and a residual connection); every stage after the first
     halves the map. With the defaults: 16 stem channels, stages of 32 and 64 channels, two
     blocks each, about 0.2 M parameters.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
     """
     from transformers import ResNetConfig, ResNetForImageClassification
 
@@ -79,6 +87,8 @@ def train_images_(
     """Train ``model`` in place with AdamW and a cosine learning-rate schedule; return the seconds taken.
 
     Per step: loss = cross_entropy(model(x).logits, y) on a shuffled batch of ``batch_size`` images.
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
     """
     check_int("epochs", epochs)
     generator = torch.Generator().manual_seed(seed)
@@ -102,7 +112,10 @@ def train_images_(
 
 @torch.inference_mode()
 def image_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    """Share of ``images`` whose highest logit is the right label (model in eval mode)."""
+    """Share of ``images`` whose highest logit is the right label (model in eval mode).
+
+    Taught in: chapter 7, section 8 (Convolution filters: the article's example, done right).
+    """
     with eval_mode(model):
         hits = sum(
             int((model(pixel_values=images[i : i + batch_size]).logits.argmax(-1) == labels[i : i + batch_size]).sum())

@@ -52,6 +52,8 @@ class QuantizationExplorer:
 
     Weights are (out_features, in_features): channels are rows (axis 0), groups run along a
     row. Activations are (tokens, features): channels are features (axis -1).
+
+    Taught in: chapter 2, section 7 (Explore).
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], channel_axis: dict[str, int] | None = None, max_points: int = 200_000):

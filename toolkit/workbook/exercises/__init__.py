@@ -171,7 +171,10 @@ def quiz_text(item: Quiz) -> tuple[str, dict[str, str], dict[str, str]]:
 
 
 def quiz_markdown(names: list[str]) -> str:
-    """The quizzes ``names`` as numbered Markdown questions with their choices, in the current language."""
+    """The quizzes ``names`` as numbered Markdown questions with their choices, in the current language.
+
+    Taught in: chapter 1.
+    """
     parts = []
     for number, name in enumerate(names, 1):
         question, choices, _ = quiz_text(_lookup(QUIZZES, name, "quiz"))
@@ -196,7 +199,10 @@ def hint(name: str, level: int = 1) -> str:
 
 
 def check(name: str, attempt: Callable) -> Callable:
-    """Run ``attempt`` on the exercise's cases; return it if right, else the reference."""
+    """Run ``attempt`` on the exercise's cases; return it if right, else the reference.
+
+    Taught in: chapter 1, section 4 (Where the parameters and the bytes live).
+    """
     exercise = _lookup(EXERCISES, name, "exercise")
     for args, expected in exercise.cases:
         shown = ", ".join(repr(a) for a in args)
@@ -216,7 +222,10 @@ def check(name: str, attempt: Callable) -> Callable:
 
 
 def quiz(name: str, answer: str | None) -> bool:
-    """Say whether ``answer`` (a letter) is right, and why; ``None`` means not answered yet."""
+    """Say whether ``answer`` (a letter) is right, and why; ``None`` means not answered yet.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
+    """
     item = _lookup(QUIZZES, name, "quiz")
     letters = ", ".join(item.choices)
     if answer is None:
@@ -243,6 +252,8 @@ def compare_guess(guess: dict[str, Any], measured: dict[str, Any], rel_tol: floa
     ``guess`` and ``measured`` share their keys. A number counts as close when
     |guess - measured| <= rel_tol * |measured|; a word or a yes/no must match (case aside).
     A ``None`` guess asks the reader to write one before looking, next time.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
     """
     if not isinstance(guess, dict) or set(guess) != set(measured):
         raise ValueError(f"guess must be a dict with the keys {sorted(measured)}; got {guess!r}")

@@ -63,6 +63,8 @@ def tradeoff_chart(results: Sequence[Result], path: Path | None = None):
     axis they crowd into the left tenth of the panel. Accuracies far below fp32 would flatten the
     accuracy axis for everything else, so they sit on the lower edge as a ▼ with their value. The
     legend sits below the panels, off the data. Returns the figure; saves it to ``path`` (PNG) when given.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
     """
     import matplotlib.pyplot as plt  # imported here: the toolkit stays usable without a display
     from matplotlib.lines import Line2D

@@ -28,7 +28,10 @@ TECHNIQUES: dict[str, str] = {
 
 
 def register_technique(name: str, description: str) -> None:
-    """Add a technique name so that results can be recorded under it."""
+    """Add a technique name so that results can be recorded under it.
+
+    Taught in: chapter 4.
+    """
     if not name or not all(c.isalnum() or c in "-_+." for c in name):
         raise ValueError(f"technique name must be non-empty and use letters, digits, '-', '_', '+', '.'; got {name!r}")
     TECHNIQUES[name] = description
@@ -75,7 +78,10 @@ class Result:
 
 
 def record(result: Result, results_dir: Path | None = None) -> Path:
-    """Write ``result`` to ``<results_dir>/<chapter>/<technique>.json`` and return the path."""
+    """Write ``result`` to ``<results_dir>/<chapter>/<technique>.json`` and return the path.
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
+    """
     folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
     path = folder / result.chapter / f"{result.technique}.json"
     artifacts.write_text(path, json.dumps(asdict(result), indent=2, sort_keys=True))
@@ -83,7 +89,10 @@ def record(result: Result, results_dir: Path | None = None) -> Path:
 
 
 def load_results(results_dir: Path | None = None) -> list[Result]:
-    """Every record under ``results_dir``, ordered by chapter, then as recorded."""
+    """Every record under ``results_dir``, ordered by chapter, then as recorded.
+
+    Taught in: chapter 9, section 7 (The whole workbook on one chart).
+    """
     folder = Path(results_dir) if results_dir is not None else runtime.results_dir()
     names = {f.name for f in fields(Result)}
     results = []

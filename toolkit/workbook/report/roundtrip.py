@@ -38,6 +38,8 @@ def measure_technique(
     Latency: median of ``repeats`` timed calls at batch 1, and of ``max(3, repeats // 3)``
     calls at ``big_batch`` (both after 3 warm-up calls), on the first test sentences.
     Accuracy: on every example of ``test``.
+
+    Taught in: chapter 1, section 3 (The baseline, measured).
     """
     check_technique(technique)
     if saved_file is not None:
@@ -72,6 +74,8 @@ class RoundTrips:
     reloaded model with the one in memory (largest logit difference, share of equal
     predictions), measures the *reloaded* model (``measure_technique``) and records the result.
     ``results`` and ``models`` keep every result and reloaded model by technique.
+
+    Taught in: chapter 3, section 1 (The rule of this chapter: every method goes through its file).
     """
 
     def __init__(self, folder: Path, tokenizer, test, *, chapter: str, smoke: bool, repeats: int = 20):

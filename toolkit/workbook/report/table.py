@@ -47,6 +47,8 @@ def comparison_table(results: Sequence[Result]) -> str:
     Each row is compared with the fp32 and bf16 baselines of its own chapter's run. The speed-ups
     divide medians taken one after the other; the chapters' speed *claims* use A/B-interleaved
     ratios instead (``toolkit.measure.compare_latency``).
+
+    Taught in: chapter 1, section 5 (The landscape of techniques).
     """
     if not results:
         return "_no results recorded yet_"
@@ -97,7 +99,10 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def best_tradeoffs(results: Sequence[Result]) -> str:
-    """Markdown: the Pareto fronts of size vs accuracy and of batch-64 latency vs accuracy."""
+    """Markdown: the Pareto fronts of size vs accuracy and of batch-64 latency vs accuracy.
+
+    Taught in: chapter 9, section 7 (The whole workbook on one chart).
+    """
     shown = one_per_technique(results)
     if not shown:
         return "_no results recorded yet_"
