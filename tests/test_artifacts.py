@@ -91,6 +91,10 @@ def test_a_killed_folder_writer_leaves_the_old_folder_and_the_next_write_cleans_
     with artifacts.staged_folder(folder) as staging:
         (staging / "a.txt").write_text("newer")
     assert (folder / "a.txt").read_text() == "newer" and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    (tmp_path / f".cache.partial-{os.getppid()}").mkdir()  # a live process's staging folder: it may be writing now
+    with artifacts.staged_folder(folder) as staging:
+        (staging / "a.txt").write_text("newest")
+    assert (tmp_path / f".cache.partial-{os.getppid()}").is_dir(), "another live writer's staging folder is left alone"
 
 
 def test_a_failing_writer_changes_nothing(tmp_path):

@@ -134,8 +134,9 @@ def staged_folder(folder: str | os.PathLike, *, overwrite: bool = True) -> Itera
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    for leftover in folder.parent.glob(f".{folder.name}.partial-*"):  # from writers that crashed
-        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in folder.parent.glob(f".{folder.name}.partial-*"):
+        if not _writer_alive(leftover.name.rsplit("-", 1)[-1]):  # a crashed writer's; a live one is still writing
+            shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir()
     try:
         yield staging
@@ -145,6 +146,14 @@ def staged_folder(folder: str | os.PathLike, *, overwrite: bool = True) -> Itera
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def _writer_alive(pid: str) -> bool:
+    """True while another process with this id runs (it may be writing the same folder now, e.g. two chapters
+    building one cache); our own id counts as gone: a leftover of ours is from an earlier, failed write."""
+    import psutil
+
+    return pid.isdigit() and int(pid) != os.getpid() and psutil.pid_exists(int(pid))
 
 
 # ----------------------------------------------------------------------------- manifests

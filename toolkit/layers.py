@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import warnings
 from typing import Callable, Iterator, Sequence
 
@@ -170,9 +171,8 @@ def eval_mode(*models: torch.nn.Module) -> Iterator[None]:
 def device_of(model: torch.nn.Module) -> torch.device:
     """Where ``model`` computes: the device of its first parameter or buffer, or a ``device`` attribute
     (engines that are not torch modules, which run on the CPU), else the CPU."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device(getattr(model, "device", "cpu"))
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device(getattr(model, "device", "cpu"))
 
 
 # ----------------------------------------------------------------------------- running with hooks

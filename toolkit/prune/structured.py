@@ -308,19 +308,16 @@ def load_pruned(path: str | os.PathLike) -> torch.nn.Module:
 
     Taught in: chapter 7, section 3 (Surgery: cutting the matrices).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
     path = Path(path)
     metadata, tensors = artifacts.load_tensors(path, format=FORMAT, versions=(FORMAT_VERSION,), writer="save_pruned")
-    config_dict = json.loads(metadata["config"])
-    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    model = artifacts.model_from_config(metadata["config"], architecture="AutoModelForSequenceClassification")
+    config = model.config
     recorded = json.loads(metadata["shapes"])
     heads, ffn = recorded.get("heads"), recorded.get("ffn")
     if not (isinstance(heads, list) and isinstance(ffn, list) and len(heads) == len(ffn) == config.num_hidden_layers):
         raise PrunedFileError(
             f"{path}: metadata shapes do not fit the config ({config.num_hidden_layers} layers): heads={heads!r}, ffn={ffn!r}"
         )
-    model = AutoModelForSequenceClassification.from_config(config)
     for index, (n_heads, n_ffn) in enumerate(zip(heads, ffn)):  # cut the fresh model to the recorded shapes
         prune_heads_(model, {index: range(n_heads, config.num_attention_heads)})
         prune_ffn_(model, {index: range(n_ffn, config.intermediate_size)})
