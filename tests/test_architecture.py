@@ -35,13 +35,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@pytest.mark.parametrize("subpackage", ["quant", "prune"])
-def test_quant_and_prune_import_only_the_bottom_layer_and_themselves(subpackage):
-    own = f"toolkit.{subpackage}"
+ALLOWED = {"quant": LIBRARY_BASE, "prune": LIBRARY_BASE,
+           "llm": LIBRARY_BASE | {"toolkit.quant", "toolkit.quant.packing"}}  # chapter 10 builds on chapter 2's bit packing
+
+
+@pytest.mark.parametrize("subpackage", sorted(ALLOWED))
+def test_quant_prune_and_llm_import_only_the_layers_below_and_themselves(subpackage):
+    own, allowed = f"toolkit.{subpackage}", ALLOWED[subpackage]
     wrong = [f"{path.name}:{line}: {module}" for path in sorted((PACKAGE / subpackage).glob("*.py"))
              for line, module in toolkit_imports(path)
-             if not (module == own or module.startswith(own + ".") or module in LIBRARY_BASE)]
-    assert not wrong, f"{own} imports upward or sideways (allowed: {sorted(LIBRARY_BASE)}):\n" + "\n".join(wrong)
+             if not (module == own or module.startswith(own + ".") or module in allowed)]
+    assert not wrong, f"{own} imports upward or sideways (allowed: {sorted(allowed)}):\n" + "\n".join(wrong)
 
 
 @pytest.mark.parametrize("module", sorted(BOTTOM))
@@ -59,7 +63,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path):
                                                         "toolkit.activations"]
 
 
-@pytest.mark.parametrize("package", ["toolkit", "toolkit.workbook", "toolkit.engines"])
+@pytest.mark.parametrize("package", ["toolkit", "toolkit.workbook", "toolkit.engines", "toolkit.llm"])
 def test_the_package_map_lists_every_module(package):
     import importlib
 

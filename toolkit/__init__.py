@@ -16,6 +16,8 @@ One module, one idea. The library, bottom layer first (each imports only the one
 - ``engines``     ONNX Runtime, OpenVINO and NNCF behind the classifier's interface
 - ``pipeline``    chapter 9's cached prune-then-distil stage
 - ``deploy``      a compressed classifier as a folder that runs elsewhere, and its command line
+- ``llm``         chapter 10: a small LLM from its GGUF file; RTN, GPTQ and AWQ weights, int4 kernels,
+                  a quantized KV cache, one-shot sparsity (builds on the bottom layer, ``quant`` and ``prune``)
 
 And ``workbook``, the workbook's own machinery (not needed to compress a model): result records and the
 report, checked claims, exercises and quizzes, widgets, the runner, the HTML export, JupyterLab, the index
@@ -27,7 +29,7 @@ import importlib
 # The package's map: ``toolkit.<name>`` imports that module on first use (PEP 562), so ``import toolkit``
 # changes nothing (no logging levels, no environment variables) and loads nothing heavy; ``toolkit.setup()``
 # quiets the libraries when a chapter starts, and ``python -m toolkit.deploy`` loads only what it runs.
-SUBMODULES = ("activations", "artifacts", "augment", "data", "deploy", "engines", "layers", "measure", "models", "pipeline",
+SUBMODULES = ("activations", "artifacts", "augment", "data", "deploy", "engines", "layers", "llm", "measure", "models", "pipeline",
               "prune", "quant", "runtime", "train", "workbook")
 _SHORTCUTS = {"setup": "runtime", "device": "runtime", "smoke_mode": "runtime"}
 

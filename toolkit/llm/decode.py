@@ -1,0 +1,134 @@
+"""Why decoding is memory-bound, and how fast each weight format decodes.
+
+Prefill runs the whole prompt through the model at once: matrix-matrix products, compute-bound.
+Decode produces one token per step: every weight matrix is multiplied by a single row, so each
+weight is read once per token and used for one multiply-add. With B bytes of weights read per
+step and a memory bandwidth of W bytes/s:
+
+    tokens per second <= W / B          (the roofline of batch-1 decoding)
+
+Halving the bytes (fp32 -> bf16 -> int8 -> int4: 4, 2, 1, 0.5 bytes per weight plus scales)
+raises the ceiling; how close a real step gets depends on the kernels and on everything else a
+step does (norms, rotary embeddings, attention over the cache, Python).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from toolkit.layers import swap_modules
+from toolkit.llm.groups import GroupQuantized, block_linear_names, quantize_groups
+from toolkit.llm.kernels import Int4Linear, Int8Linear, weight_bytes
+from toolkit.runtime import check_int
+
+KINDS = ("int4", "int8")
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Measured copy bandwidth in GB/s: a ``megabytes`` tensor copied ``repeats`` times (median), counting
+    the bytes read and written (2 x size per copy)."""
+    check_int("megabytes", megabytes)
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up: pages touched once
+    times = []
+    for _ in range(check_int("repeats", repeats)):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 / statistics.median(times) / 1e9
+
+
+def bytes_per_token(model: torch.nn.Module) -> int:
+    """Weight bytes one decode step reads: every parameter and buffer, except the input embedding table
+    (one row of it is read) unless the output projection reads it as its tied weight."""
+    total = weight_bytes(model)
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and getattr(head, "weight", None) is not None and head.weight.data_ptr() == embedding.data_ptr()
+    return total if tied else total - embedding.numel() * embedding.element_size()
+
+
+def with_kernels(model: torch.nn.Module, kind: str, *, group_size: int = 32, dtype: torch.dtype = torch.float32,
+                 quantized: dict[str, GroupQuantized] | None = None, head: str | None = "int8") -> torch.nn.Module:
+    """A copy of ``model`` whose block linear layers run on the ``kind`` ("int4" or "int8") CPU kernel.
+
+    For int4, ``quantized`` may give the codes to use (e.g. GPTQ's, or the GGUF's own grid); otherwise
+    round-to-nearest in groups of ``group_size``. ``head`` ("int8", "int4" or None) is the format of the
+    output projection (SmolLM2 ties it to the embedding; the copy unties it, as llama.cpp stores it apart in Q8_0).
+    ``model`` is unchanged."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    if head not in (*KINDS, None):
+        raise ValueError(f"head must be one of {(*KINDS, None)}; got {head!r}")
+    names = set(block_linear_names(model))
+    quantized = quantized or {}
+
+    def build(kind_, name, layer):
+        if kind_ == "int8":
+            return Int8Linear(layer, dtype)
+        return Int4Linear(quantized.get(name) or quantize_groups(layer.weight, 4, group_size), dtype)
+
+    head_name = next((n for n, m in model.named_modules() if m is model.get_output_embeddings()), None) if head else None
+    copied, _ = swap_modules(model, lambda name, m: build(kind, name, m) if name in names else
+                             build(head, name, m) if name == head_name else None)
+    return copied.eval()
+
+
+@dataclass
+class DecodeTiming:
+    """One model's decoding speed: medians over rounds."""
+
+    prefill_ms: float  # the prompt through the model, plus the first token
+    step_ms: float  # one more token
+    new_tokens: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return 1000 / self.step_ms
+
+
+def _generate_seconds(model, input_ids: torch.Tensor, new_tokens: int) -> float:
+    start = time.perf_counter()
+    model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    return time.perf_counter() - start
+
+
+def compare_decoding(models: dict[str, torch.nn.Module], input_ids: torch.Tensor, *, new_tokens: int = 32,
+                     rounds: int = 3) -> dict[str, DecodeTiming]:
+    """Greedy decoding of ``new_tokens`` after ``input_ids`` (1, T) by every model, interleaved A/B/C...
+    round by round (whatever slows one round slows all), each round timing 1 token and ``new_tokens``
+    tokens: step = (t_new - t_1) / (new_tokens - 1). Medians over ``rounds`` after one warm-up."""
+    check_int("new_tokens", new_tokens, minimum=2)
+    check_int("rounds", rounds)
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids must be one prompt of shape (1, T); got {tuple(input_ids.shape)}")
+    first, steps = {k: [] for k in models}, {k: [] for k in models}
+    with torch.inference_mode():
+        for model in models.values():
+            _generate_seconds(model, input_ids, 2)
+        for _ in range(rounds):
+            for name, model in models.items():
+                one = _generate_seconds(model, input_ids, 1)
+                many = _generate_seconds(model, input_ids, new_tokens)
+                first[name].append(one)
+                steps[name].append((many - one) / (new_tokens - 1))
+    return {k: DecodeTiming(1000 * statistics.median(first[k]), 1000 * statistics.median(steps[k]), new_tokens) for k in models}
+
+
+def greedy_text(model: torch.nn.Module, tokenizer, prompt: str, new_tokens: int = 24) -> str:
+    """The model's greedy continuation of ``prompt`` (chat template applied for an instruct model)."""
+    ids = chat_ids(tokenizer, prompt)
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def chat_ids(tokenizer, prompt: str) -> torch.Tensor:
+    """(1, T) token ids of ``prompt`` as one user turn of the chat template, ready for the answer."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids

@@ -1,0 +1,72 @@
+"""How far a quantized LLM is from its reference: perplexity and next-token KL divergence.
+
+Perplexity of a text of T tokens under a model p (each segment scored from its second token):
+
+    PPL = exp( -1/(T-1) * sum_t log p(x_t | x_<t) )
+
+KL divergence of the next-token distribution against a reference model r, averaged over positions
+(nats; 0 when the two distributions are equal):
+
+    KL(r || p) = mean_t sum_v r(v | x_<t) * (log r(v | x_<t) - log p(v | x_<t))
+
+Perplexity says how well each model predicts the text; KL says how much the quantized model's
+*predictions* moved, which is what matters when the reference itself is the goal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from toolkit.layers import eval_mode
+from toolkit.runtime import check_int
+
+
+@dataclass
+class TextScore:
+    perplexity: float
+    kl: float | None  # mean KL(reference || model) over the reference's positions, nats; None without a reference
+    tokens: int  # tokens scored
+
+
+def _check_segments(segments: torch.Tensor) -> None:
+    if segments.dim() != 2 or segments.shape[1] < 2 or segments.shape[0] < 1:
+        raise ValueError(f"segments must be (count, length) token ids with length >= 2; got shape {tuple(segments.shape)}")
+
+
+def reference_log_probs(model: torch.nn.Module, segments: torch.Tensor) -> torch.Tensor:
+    """log r(v | x_<t) of the reference for every position of ``segments`` (count, length) except the last:
+    (count, length - 1, vocab) float32. Keep it small: 512 positions of a 49,152-token vocabulary are 100 MB."""
+    _check_segments(segments)
+    with eval_mode(model), torch.inference_mode():
+        return torch.log_softmax(model(segments).logits[:, :-1].float(), dim=-1)
+
+
+def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tensor | None = None,
+          batch_size: int = 4) -> TextScore:
+    """Perplexity of ``model`` on ``segments`` (count, length) and, if ``reference`` (from
+    ``reference_log_probs`` of the first segments) is given, the mean KL against it on those segments."""
+    _check_segments(segments)
+    check_int("batch_size", batch_size)
+    nll, tokens, kl_sum, kl_positions = 0.0, 0, 0.0, 0
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, segments.shape[0], batch_size):
+            batch = segments[start:start + batch_size]  # (b, L)
+            log_probs = torch.log_softmax(model(batch).logits[:, :-1].float(), dim=-1)  # (b, L-1, V)
+            nll -= float(log_probs.gather(-1, batch[:, 1:, None]).sum())
+            tokens += batch[:, 1:].numel()
+            if reference is not None and start < reference.shape[0]:
+                ref = reference[start:start + batch_size]  # (b', L-1, V)
+                mine = log_probs[: ref.shape[0]]
+                kl_sum += float((ref.exp() * (ref - mine)).sum())
+                kl_positions += ref.shape[0] * ref.shape[1]
+    return TextScore(math.exp(nll / tokens), kl_sum / kl_positions if kl_positions else None, tokens)
+
+
+def gap_closed(method: float, rtn: float, reference: float) -> float:
+    """The fraction of round-to-nearest's perplexity gap a method closes: (rtn - method) / (rtn - reference)."""
+    if rtn == reference:
+        raise ValueError("rtn equals reference: there is no gap to close")
+    return (rtn - method) / (rtn - reference)
