@@ -57,15 +57,16 @@ def test_a_file_that_is_not_gguf_or_is_cut_short_is_a_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- text
-def test_calibration_and_evaluation_text_never_share_a_paragraph():
+def test_the_three_parts_of_the_text_never_share_a_paragraph():
     parts = {name: text.part_of(name) for name in text.topics()}
-    assert set(parts.values()) == {"calibration", "evaluation"}
-    cal, ev = text.text("calibration"), text.text("evaluation")
-    calibration_paragraphs = set(text.paragraphs(cal))
-    shared = [p for p in text.paragraphs(ev) if p in calibration_paragraphs]
-    assert not shared
-    assert not [p for p in text.paragraphs(ev) if len(p) > 80 and p in cal]  # not even inside a longer paragraph
-    assert len(ev) > 100_000 and len(cal) > 200_000
+    assert set(parts.values()) == set(text.PARTS)
+    bodies = {part: text.text(part) for part in text.PARTS}
+    for i, first in enumerate(text.PARTS):
+        for second in text.PARTS[i + 1:]:
+            earlier = set(text.paragraphs(bodies[first]))
+            assert not [p for p in text.paragraphs(bodies[second]) if p in earlier], (first, second)
+            assert not [p for p in text.paragraphs(bodies[second]) if len(p) > 80 and p in bodies[first]], (first, second)
+    assert len(bodies["evaluation"]) > 80_000 and len(bodies["validation"]) > 30_000 and len(bodies["calibration"]) > 150_000
     with pytest.raises(ValueError, match="part must be one of"):
         text.text("test")
 
@@ -202,3 +203,37 @@ def test_prune_model_reaches_its_sparsity_and_needs_text(tiny, tokens):
         sparse.prune_model_(copy.deepcopy(tiny), None, "wanda")
     with pytest.raises(ValueError, match="method must be one of"):
         sparse.prune_model_(copy.deepcopy(tiny), tokens, "random")
+
+
+def test_sparsegpt_prunes_layers_sharing_an_input_together_as_it_would_apart_for_2_of_4(tiny, tokens):
+    together = copy.deepcopy(tiny)
+    sparse.prune_model_(together, tokens, "sparsegpt", "2:4")
+    inputs = blocks.first_block_inputs(tiny, tokens)
+    block = copy.deepcopy(tiny.model.layers[0])
+    recorded = blocks.record_inputs(block, inputs)
+    for name in ("self_attn.q_proj", "self_attn.v_proj", "mlp.up_proj"):
+        apart = sparse.sparsegpt_prune(block.get_submodule(name).weight, gptq.hessian(recorded[name]), "2:4")
+        assert torch.allclose(together.model.layers[0].get_submodule(name).weight, apart, atol=1e-5), name
+
+
+def test_the_evaluation_score_does_not_depend_on_the_batch_size(tiny, tokens):
+    reference = evaluate.reference_log_probs(tiny, tokens[:2])
+    one, four = evaluate.score(tiny, tokens, reference, batch_size=1), evaluate.score(tiny, tokens, reference, batch_size=4)
+    assert one.perplexity == pytest.approx(four.perplexity, rel=1e-5) and one.kl == pytest.approx(four.kl, abs=1e-6)
+
+
+def test_weight_only_file_with_a_quantized_tied_embedding_stores_it_once(tiny, tmp_path):
+    quantized, found = groups.quantize_model_rtn(tiny, 4, 32)
+    found["model.embed_tokens"] = groups.quantize_groups(quantized.model.embed_tokens.weight, 8, 32)
+    with torch.no_grad():
+        quantized.model.embed_tokens.weight.copy_(found["model.embed_tokens"].dequantize())
+    path = tmp_path / "w.safetensors"
+    groups.save_weight_only(quantized, found, path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        names = set(handle.keys())
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" not in names and "model.embed_tokens.codes" in names
+    loaded = groups.load_weight_only(path)
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(loaded.model.embed_tokens.weight, quantized.model.embed_tokens.weight)

@@ -150,3 +150,15 @@ def test_awq_clip_never_increases_the_group_output_error():
     assert err(clipped) <= err(w) * 1.001
     ragged = awq.search_clip(torch.randn(4, 80), torch.randn(64, 80), 4, 32, grid=4)
     assert ragged.shape == (4, 80)
+
+
+def test_layers_sharing_an_input_are_quantized_together_with_the_same_codes_as_apart():
+    torch.manual_seed(0)
+    block = torch.nn.ModuleDict({"a": torch.nn.Linear(32, 8, bias=False), "b": torch.nn.Linear(32, 4, bias=False),
+                                 "c": torch.nn.Linear(32, 8, bias=False)})
+    x = correlated_inputs(k=32)
+    h_shared, h_other = gptq.hessian(x), gptq.hessian(x[:100])
+    alone = {n: gptq.gptq_quantize(block[n].weight, h_shared if n != "c" else h_other, 3, 8, act_order=True) for n in "abc"}
+    done = gptq.gptq_block_(block, {"a": h_shared, "b": h_shared.clone(), "c": h_other}, 3, 8, act_order=True)
+    for n in "abc":
+        assert torch.equal(done[n][0].codes, alone[n].codes) and torch.equal(block[n].weight, alone[n].dequantize())

