@@ -205,15 +205,18 @@ def test_prune_model_reaches_its_sparsity_and_needs_text(tiny, tokens):
         sparse.prune_model_(copy.deepcopy(tiny), tokens, "random")
 
 
-def test_sparsegpt_prunes_layers_sharing_an_input_together_as_it_would_apart_for_2_of_4(tiny, tokens):
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_sparsegpt_prunes_layers_sharing_an_input_together_as_it_would_apart(tiny, tokens, pattern):
     together = copy.deepcopy(tiny)
-    sparse.prune_model_(together, tokens, "sparsegpt", "2:4")
+    sparse.prune_model_(together, tokens, "sparsegpt", pattern)
     inputs = blocks.first_block_inputs(tiny, tokens)
     block = copy.deepcopy(tiny.model.layers[0])
     recorded = blocks.record_inputs(block, inputs)
     for name in ("self_attn.q_proj", "self_attn.v_proj", "mlp.up_proj"):
-        apart = sparse.sparsegpt_prune(block.get_submodule(name).weight, gptq.hessian(recorded[name]), "2:4")
+        apart = sparse.sparsegpt_prune(block.get_submodule(name).weight, gptq.hessian(recorded[name]), pattern)
         assert torch.allclose(together.model.layers[0].get_submodule(name).weight, apart, atol=1e-5), name
+    with pytest.raises(ValueError, match="rows must add up"):
+        sparse.sparsegpt_prune(torch.randn(4, 8), torch.eye(8), rows=[3])
 
 
 def test_the_evaluation_score_does_not_depend_on_the_batch_size(tiny, tokens):

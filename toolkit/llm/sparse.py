@@ -60,20 +60,27 @@ def wanda_scores(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def sparsegpt_prune(weight: torch.Tensor, h: torch.Tensor, pattern: str = "unstructured", sparsity: float = 0.5, *,
-                    block_size: int = 128, damp: float = 0.01) -> torch.Tensor:
-    """SparseGPT's pruned and updated weight (N, K) for the Hessian ``h`` (K, K) of the layer's inputs."""
+                    block_size: int = 128, damp: float = 0.01, rows: list[int] | None = None) -> torch.Tensor:
+    """SparseGPT's pruned and updated weight (N, K) for the Hessian ``h`` (K, K) of the layer's inputs.
+
+    ``rows`` splits a matrix of several layers stacked on top of each other (they share ``h``) into the
+    layers' row counts: the unstructured mask is then chosen within each layer, as if it were pruned alone."""
     from toolkit.llm.gptq import _prepare
 
     _check("sparsegpt", pattern, sparsity)
     check_int("block_size", block_size)
     n, k = weight.shape
+    rows = [n] if rows is None else list(rows)
+    if sum(rows) != n:
+        raise ValueError(f"rows must add up to the weight's {n} rows; got {rows}")
     w, h = _prepare(weight, h, damp)
     h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
         w1, err1, hinv1 = w[:, i1:i2].clone(), torch.zeros(n, i2 - i1), h_inv[i1:i2, i1:i2]
         saliency = w1**2 / torch.diag(hinv1)[None, :] ** 2  # (N, block): the OBS cost of removing each weight
-        mask1 = mask_from_scores(saliency, "unstructured", sparsity, per_row=False) if pattern == "unstructured" else None
+        mask1 = torch.cat([mask_from_scores(part, "unstructured", sparsity, per_row=False) for part in saliency.split(rows)]) \
+            if pattern == "unstructured" else None
         for i in range(i2 - i1):
             if pattern == "2:4" and i % 4 == 0:
                 tmp = w1[:, i:i + 4] ** 2 / torch.diag(hinv1)[i:i + 4][None, :] ** 2
@@ -118,12 +125,13 @@ def prune_model_(model: torch.nn.Module, segments: torch.Tensor | None, method: 
                         layer.weight[mask_from_scores(wanda_scores(layer.weight, x), pattern, sparsity)] = 0
                     return
                 names = list(recorded)
-                while names:  # 2:4 is chosen row by row, so layers reading the same input are pruned as one stacked matrix
+                while names:  # layers reading the same input are pruned as one stacked matrix, each keeping its own mask
                     first = names.pop(0)
-                    together = [first] + ([n for n in names if torch.equal(recorded[n], recorded[first])] if pattern == "2:4" else [])
+                    together = [first] + [n for n in names if torch.equal(recorded[n], recorded[first])]
                     names = [n for n in names if n not in together]
                     layers = [block.get_submodule(n) for n in together]
-                    pruned = sparsegpt_prune(torch.cat([layer.weight for layer in layers]), hessian(recorded[first]), pattern, sparsity)
+                    pruned = sparsegpt_prune(torch.cat([layer.weight for layer in layers]), hessian(recorded[first]), pattern, sparsity,
+                                             rows=[layer.out_features for layer in layers])
                     for layer, part in zip(layers, pruned.split([layer.out_features for layer in layers])):
                         layer.weight.copy_(part)
 
