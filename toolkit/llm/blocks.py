@@ -58,8 +58,7 @@ def _slice(value, start: int, stop: int, n: int):
 
 
 def first_block_inputs(model: torch.nn.Module, segments: torch.Tensor) -> BlockInputs:
-    """The hidden states and keyword arguments the first block receives for ``segments`` (count, length).
-    """
+    """The hidden states and keyword arguments the first block receives for ``segments`` (count, length)."""
     if segments.dim() != 2 or segments.numel() == 0:
         raise ValueError(f"segments must be non-empty (count, length) token ids; got shape {tuple(segments.shape)}")
     captured = {}
@@ -116,10 +115,23 @@ def walk_blocks_(model: torch.nn.Module, segments: torch.Tensor, change: Callabl
 def record_inputs(block: torch.nn.Module, inputs: BlockInputs, names: list[str] | None = None,
                   batch_size: int = 8) -> dict[str, torch.Tensor]:
     """Run the block on ``inputs`` and return what each linear layer ``names`` (default: all) received:
-    name -> (tokens, in_features).
-    """
+    name -> (tokens, in_features)."""
     names = block_linears(block) if names is None else names
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     with recording_inputs(block, names, lambda name, x: seen[name].append(x.clone())):
         run_block(block, inputs, batch_size)
     return {name: torch.cat(xs) for name, xs in seen.items()}
+
+
+def same_input_groups(tensors: dict[str, torch.Tensor]) -> list[list[str]]:
+    """The names grouped by equal tensors, in first-seen order: layers that read the same input (q, k and v;
+    gate and up) have equal recorded inputs and Hessians, so GPTQ and SparseGPT can treat them as one
+    stacked matrix."""
+    groups: list[list[str]] = []
+    for name, tensor in tensors.items():
+        match = next((g for g in groups if torch.equal(tensors[g[0]], tensor)), None)
+        if match is None:
+            groups.append([name])
+        else:
+            match.append(name)
+    return groups

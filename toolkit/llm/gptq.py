@@ -137,11 +137,11 @@ def gptq_block_(block: torch.nn.Module, hessians: dict[str, torch.Tensor], bits:
     codes); returns name -> (codes, seconds taken). Layers with the same Hessian (q, k and v read the same
     input; so do gate and up) are quantized as one stacked matrix: GPTQ treats every row alike, so this
     gives the same codes in one pass over the columns instead of several."""
-    done, names = {}, list(hessians)
-    while names:
-        first = names.pop(0)
-        together = [first] + [n for n in names if torch.equal(hessians[n], hessians[first])]
-        names = [n for n in names if n not in together]
+    from toolkit.llm.blocks import same_input_groups
+
+    done = {}
+    for together in same_input_groups(hessians):
+        first = together[0]
         layers = [block.get_submodule(n) for n in together]
         start = time.perf_counter()
         stacked = gptq_quantize(torch.cat([layer.weight for layer in layers]), hessians[first], bits, group_size, **options)

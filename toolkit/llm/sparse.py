@@ -102,7 +102,7 @@ def prune_model_(model: torch.nn.Module, segments: torch.Tensor | None, method: 
     SparseGPT see the calibration ``segments`` as the already-pruned blocks pass them on; magnitude needs none).
     Returns the sparsity reached over those layers.
     """
-    from toolkit.llm.blocks import block_linears, decoder_layers, record_inputs, walk_blocks_
+    from toolkit.llm.blocks import block_linears, decoder_layers, record_inputs, same_input_groups, walk_blocks_
     from toolkit.llm.gptq import hessian
 
     _check(method, pattern, sparsity)
@@ -124,11 +124,8 @@ def prune_model_(model: torch.nn.Module, segments: torch.Tensor | None, method: 
                         layer = block.get_submodule(name)
                         layer.weight[mask_from_scores(wanda_scores(layer.weight, x), pattern, sparsity)] = 0
                     return
-                names = list(recorded)
-                while names:  # layers reading the same input are pruned as one stacked matrix, each keeping its own mask
-                    first = names.pop(0)
-                    together = [first] + [n for n in names if torch.equal(recorded[n], recorded[first])]
-                    names = [n for n in names if n not in together]
+                for together in same_input_groups(recorded):  # pruned as one stacked matrix, each layer keeping its own mask
+                    first = together[0]
                     layers = [block.get_submodule(n) for n in together]
                     pruned = sparsegpt_prune(torch.cat([layer.weight for layer in layers]), hessian(recorded[first]), pattern, sparsity,
                                              rows=[layer.out_features for layer in layers])
