@@ -65,6 +65,8 @@ MACHINES = [
     ("structured-half-bf16-vs-bf16", XEON_AMX, (1.65, 1.52, 1.72), "holds"),
     ("structured-half-bf16-vs-bf16", EPYC, (1.94, 1.82, 2.04), "holds"),
     ("structured-half-bf16-vs-bf16", LAPTOP_AVX2, 1.0, "not applicable"),
+    ("int4-decode-vs-fp32", EPYC, (2.32, 2.05, 2.61), "holds"),  # chapter 10 while it was written (2-core EPYC, AVX512-BF16)
+    ("int4-decode-vs-fp32", LAPTOP_AVX2, 1.0, "not applicable"),
     ("openvino-int8-vs-fp32", XEON_AMX, 3.7, "holds"),
     ("openvino-int8-vs-fp32", EPYC, (4.14, 3.85, 4.43), "holds"),
     ("openvino-int8-vs-fp32", LAPTOP_AVX2, 1.2, "not applicable"),

@@ -166,6 +166,8 @@ def awq_model_(model: torch.nn.Module, segments: torch.Tensor, bits: int, group_
     """AWQ's scales and clipping on every decoder block, in place, block by block (each block sees the
     calibration text as the blocks before it, already scaled and quantized, pass it on), and then each
     block's linear weights rounded to nearest. Returns block index -> chosen alpha per group.
+
+    Taught in: chapter 10, section 5 (AWQ from scratch).
     """
     from toolkit.llm.blocks import block_linears, record_inputs, walk_blocks_
 

@@ -58,7 +58,10 @@ def _slice(value, start: int, stop: int, n: int):
 
 
 def first_block_inputs(model: torch.nn.Module, segments: torch.Tensor) -> BlockInputs:
-    """The hidden states and keyword arguments the first block receives for ``segments`` (count, length)."""
+    """The hidden states and keyword arguments the first block receives for ``segments`` (count, length).
+
+    Taught in: chapter 10, section 5 (AWQ from scratch).
+    """
     if segments.dim() != 2 or segments.numel() == 0:
         raise ValueError(f"segments must be non-empty (count, length) token ids; got shape {tuple(segments.shape)}")
     captured = {}
@@ -115,7 +118,10 @@ def walk_blocks_(model: torch.nn.Module, segments: torch.Tensor, change: Callabl
 def record_inputs(block: torch.nn.Module, inputs: BlockInputs, names: list[str] | None = None,
                   batch_size: int = 8) -> dict[str, torch.Tensor]:
     """Run the block on ``inputs`` and return what each linear layer ``names`` (default: all) received:
-    name -> (tokens, in_features)."""
+    name -> (tokens, in_features).
+
+    Taught in: chapter 10, section 5 (AWQ from scratch).
+    """
     names = block_linears(block) if names is None else names
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     with recording_inputs(block, names, lambda name, x: seen[name].append(x.clone())):

@@ -34,6 +34,8 @@ KINDS = ("int4", "int8")
 def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """Measured copy bandwidth in GB/s: a ``megabytes`` tensor copied ``repeats`` times (median), counting
     the bytes read and written (2 x size per copy).
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
     """
     check_int("megabytes", megabytes)
     src = torch.ones(megabytes * 2**20 // 4)
@@ -50,6 +52,8 @@ def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
 def bytes_per_token(model: torch.nn.Module) -> int:
     """Weight bytes one decode step reads: every parameter and buffer, except the input embedding table
     (one row of it is read) unless the output projection reads it as its tied weight.
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
     """
     total = weight_bytes(model)
     embedding = model.get_input_embeddings().weight
@@ -68,6 +72,8 @@ def with_kernels(model: torch.nn.Module, kind: str, *, group_size: int = 32, dty
     times slower with float32. ``head`` ("int8", "int4" or None) is the format of the
     output projection (SmolLM2 ties it to the embedding; the copy unties it, as llama.cpp stores it apart in Q8_0).
     ``model`` is unchanged.
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
@@ -111,6 +117,8 @@ def compare_decoding(models: dict[str, torch.nn.Module], input_ids: torch.Tensor
     """Greedy decoding of ``new_tokens`` after ``input_ids`` (1, T) by every model, interleaved A/B/C...
     round by round (whatever slows one round slows all), each round timing 1 token and ``new_tokens``
     tokens: step = (t_new - t_1) / (new_tokens - 1). Medians over ``rounds`` after one warm-up.
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
     """
     check_int("new_tokens", new_tokens, minimum=2)
     check_int("rounds", rounds)
@@ -130,7 +138,10 @@ def compare_decoding(models: dict[str, torch.nn.Module], input_ids: torch.Tensor
 
 
 def greedy_text(model: torch.nn.Module, tokenizer, prompt: str, new_tokens: int = 24) -> str:
-    """The model's greedy continuation of ``prompt`` (chat template applied for an instruct model)."""
+    """The model's greedy continuation of ``prompt`` (chat template applied for an instruct model).
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
+    """
     ids = chat_ids(tokenizer, prompt)
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False)
@@ -139,6 +150,8 @@ def greedy_text(model: torch.nn.Module, tokenizer, prompt: str, new_tokens: int 
 
 def chat_ids(tokenizer, prompt: str) -> torch.Tensor:
     """(1, T) token ids of ``prompt`` as one user turn of the chat template, ready for the answer.
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
     """
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
     return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
@@ -161,6 +174,8 @@ def _native_stderr_silenced():
 def profile_step(model: torch.nn.Module, input_ids: torch.Tensor) -> dict[str, float]:
     """Milliseconds of self time per operator (``torch.profiler``) in one decode step after ``input_ids`` (1, T):
     the prompt is prefilled, one step runs to warm up, and the next step is profiled.
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
     """
     from torch.profiler import ProfilerActivity, profile
 

@@ -39,6 +39,8 @@ def _check_segments(segments: torch.Tensor) -> None:
 def reference_log_probs(model: torch.nn.Module, segments: torch.Tensor) -> torch.Tensor:
     """log r(v | x_<t) of the reference for every position of ``segments`` (count, length) except the last:
     (count, length - 1, vocab) float32. Keep it small: 512 positions of a 49,152-token vocabulary are 100 MB.
+
+    Taught in: chapter 10.
     """
     _check_segments(segments)
     with eval_mode(model), torch.inference_mode():
@@ -52,6 +54,8 @@ def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tenso
 
     Only the segments with a reference need the full log-softmax over the vocabulary; the others are
     scored with a fused cross-entropy, which never stores (batch, length, vocab) log-probabilities.
+
+    Taught in: chapter 10.
     """
     _check_segments(segments)
     check_int("batch_size", batch_size)
@@ -75,6 +79,8 @@ def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tenso
 
 def gap_closed(method: float, rtn: float, reference: float) -> float:
     """The fraction of round-to-nearest's perplexity gap a method closes: (rtn - method) / (rtn - reference).
+
+    Taught in: chapter 10, section 5 (AWQ from scratch).
     """
     if rtn == reference:
         raise ValueError("rtn equals reference: there is no gap to close")

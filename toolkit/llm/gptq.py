@@ -30,6 +30,8 @@ from toolkit.runtime import check_int
 
 def hessian(inputs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     """H = 2/n * X X^T from layer inputs given as (tokens, K) pieces: (K, K) float32.
+
+    Taught in: chapter 10, section 4 (GPTQ from scratch).
     """
     pieces = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
     if not pieces or sum(p.shape[0] for p in pieces) == 0:
@@ -45,6 +47,8 @@ def hessian(inputs: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
 
 def layer_error(weight: torch.Tensor, quantized: torch.Tensor, h: torch.Tensor) -> float:
     """The layer-wise objective tr((W - Q) H (W - Q)^T) (with H = 2 X X^T / n: twice the mean squared output error per token).
+
+    Taught in: chapter 10, section 4 (GPTQ from scratch).
     """
     d = (weight - quantized).float()
     return float(torch.einsum("nk,kl,nl->", d, h, d))
@@ -76,6 +80,8 @@ def gptq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: 
     weights when its first column is reached, as in the paper's code; with act-order the columns are
     visited out of order, so the groups' grids are fixed from the original weights first ("static
     groups"), which keeps the groups contiguous in storage. ``weight`` is not changed.
+
+    Taught in: chapter 10, section 4 (GPTQ from scratch).
     """
     check_bits(bits)
     check_int("block_size", block_size)
@@ -114,6 +120,8 @@ def obq_quantize(weight: torch.Tensor, h: torch.Tensor, bits: int, group_size: i
     """The same column-by-column method written out the slow way, for checking: an explicit inverse,
     one column at a time, the inverse Hessian updated by Gaussian elimination after each column, groups'
     grids taken when their first column is reached. Returns the dequantized weight (N, K).
+
+    Taught in: chapter 10, section 4 (GPTQ from scratch).
     """
     check_bits(bits)
     n, k = weight.shape
@@ -162,6 +170,8 @@ def gptq_model_(model: torch.nn.Module, segments: torch.Tensor, bits: int, group
     """GPTQ on every linear layer of every decoder block, in place, block by block: each block's Hessians come
     from the calibration ``segments`` as the already-quantized blocks before it transform them. Returns
     "block.layer" -> (codes, seconds).
+
+    Taught in: chapter 10, section 4 (GPTQ from scratch).
     """
     from toolkit.llm.blocks import record_inputs, walk_blocks_
 

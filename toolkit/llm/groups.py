@@ -114,6 +114,8 @@ def quantize_with(weight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tens
 
 def quantize_groups(weight: torch.Tensor, bits: int, group_size: int | None = 128) -> GroupQuantized:
     """Round-to-nearest codes of ``weight`` (N, K), min-max per group of ``group_size`` (None: per row).
+
+    Taught in: chapter 10, section 1 (The model you start from is already 4-bit).
     """
     scale, minimum = group_range(weight, bits, group_size)
     return quantize_with(weight, scale, minimum, bits, group_width(weight.shape[1], group_size))
@@ -121,12 +123,17 @@ def quantize_groups(weight: torch.Tensor, bits: int, group_size: int | None = 12
 
 def fake_quantize_groups(weight: torch.Tensor, bits: int, group_size: int | None = 128) -> torch.Tensor:
     """dequantize(quantize(weight)) in the weight's dtype: what the model computes with.
+
+    Taught in: chapter 10, section 1 (The model you start from is already 4-bit).
     """
     return quantize_groups(weight, bits, group_size).dequantize(weight.dtype)
 
 
 def stored_bytes(shape: tuple[int, int], bits: int, group_size: int | None) -> int:
-    """Bytes of one (N, K) matrix: packed codes + fp16 scale and minimum per group."""
+    """Bytes of one (N, K) matrix: packed codes + fp16 scale and minimum per group.
+
+    Taught in: chapter 10, section 3 (Round-to-nearest in groups: the baseline every method must beat).
+    """
     n, k = shape
     groups = n * n_groups(k, group_size)
     return (n * k * check_bits(bits) + 7) // 8 + 4 * groups
@@ -135,6 +142,8 @@ def stored_bytes(shape: tuple[int, int], bits: int, group_size: int | None) -> i
 def block_linear_names(model: torch.nn.Module) -> list[str]:
     """The linear layers inside the decoder blocks (attention and MLP projections), in order; the
     output projection (tied to the embedding in SmolLM2) is left alone, as GPTQ and AWQ leave it.
+
+    Taught in: chapter 10, section 1 (The model you start from is already 4-bit).
     """
     return [name for name in linear_layers(model) if ".layers." in f".{name}"]
 
@@ -143,6 +152,8 @@ def quantize_model_rtn(model: torch.nn.Module, bits: int, group_size: int | None
                        names: list[str] | None = None) -> tuple[torch.nn.Module, dict[str, GroupQuantized]]:
     """A copy of ``model`` whose layers ``names`` (default: every block linear) hold RTN-quantized weights
     (dequantized to float, so any kernel runs them), and the quantized matrices by name. ``model`` is unchanged.
+
+    Taught in: chapter 10, section 3 (Round-to-nearest in groups: the baseline every method must beat).
     """
     names = block_linear_names(model) if names is None else list(names)
     quantized = copy.deepcopy(model)
@@ -159,6 +170,8 @@ def quantize_model_rtn(model: torch.nn.Module, bits: int, group_size: int | None
 def save_weight_only(model: torch.nn.Module, quantized: dict[str, GroupQuantized], path: str | os.PathLike) -> int:
     """One safetensors file: for each quantized layer its packed codes, fp16 scales and minima; every other
     tensor of the model in fp16 (tied tensors once). Returns the file's bytes (written atomically).
+
+    Taught in: chapter 10, section 3 (Round-to-nearest in groups: the baseline every method must beat).
     """
     tensors: dict[str, torch.Tensor] = {}
     layers = {}
@@ -178,6 +191,8 @@ def save_weight_only(model: torch.nn.Module, quantized: dict[str, GroupQuantized
 
 def load_weight_only(path: str | os.PathLike) -> torch.nn.Module:
     """The model saved by ``save_weight_only``, rebuilt from its config, weights dequantized to float32.
+
+    Taught in: chapter 10, section 8 (Design task: a smaller file than the one you started from).
     """
     metadata, tensors = artifacts.load_tensors(path, format=FORMAT, versions={VERSION}, writer="toolkit.llm.groups.save_weight_only")
     import json

@@ -106,6 +106,8 @@ class KiviLayer(BaseQuantizedLayer):
 
 def kivi_cache(model: torch.nn.Module, bits: int = 4, group: int = 32) -> Cache:
     """A cache for ``model`` with one ``KiviLayer`` per decoder layer; pass it as ``past_key_values``.
+
+    Taught in: chapter 10, section 6 (A quantized KV cache).
     """
     return Cache(layers=[KiviLayer(bits, group) for _ in range(model.config.num_hidden_layers)])
 
@@ -124,6 +126,8 @@ def cache_bytes(cache: Cache) -> int:
 def score_with_cache(model: torch.nn.Module, ids: torch.Tensor, make_cache, chunk: int = 64) -> tuple[float, int]:
     """Perplexity of ``ids`` (1, T) read ``chunk`` tokens at a time, each chunk attending to the earlier tokens
     *through the cache* (so a quantized cache's error shows), and the cache's bytes at the end.
+
+    Taught in: chapter 10, section 6 (A quantized KV cache).
     """
     import math
 

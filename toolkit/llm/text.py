@@ -42,6 +42,8 @@ def paragraphs(topic_text: str) -> list[str]:
 def text(part: str) -> str:
     """The topics of one part, in name order, paragraphs separated by blank lines, without any paragraph
     that a part before it in ``PARTS`` contains (and without repeats).
+
+    Taught in: chapter 10.
     """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}; got {part!r}")
@@ -63,6 +65,8 @@ def segments(tokenizer, text: str, length: int, count: int) -> torch.Tensor:
     """``count`` consecutive, non-overlapping pieces of ``length`` tokens of ``text``: (count, length) int64.
 
     Perplexity is computed within each piece (its first token has no context, so it is not scored).
+
+    Taught in: chapter 10.
     """
     check_int("length", length, minimum=2)
     check_int("count", count)

@@ -248,6 +248,16 @@ SPEED_EXPECTATIONS: dict[str, SpeedExpectation] = {
         "multiply-adds but not operators, so the gain is smaller than at batch 64.",
         why_zh="批大小为 1 时矩阵很小，每个算子和每次调用的固定开销占比更大；剪枝减少的是乘加，而不是算子，所以收益比批大小 64 时小。",
     ),
+    "int4-decode-vs-fp32": SpeedExpectation(
+        what="one greedy decode step of SmolLM2-135M with int4 weights (PyTorch's CPU int4 kernel, bf16 activations) is faster "
+        "than the same step in fp32",
+        tiers=(("avx512f", 1.3),),  # 2.3-3.4x on a 2-core EPYC with AVX512-BF16 (chapter 10's runs while it was written)
+        direction="at least",
+        why="a batch-1 decode step reads every weight once, so it is bound by memory traffic: int4 reads an eighth of fp32's "
+        "bytes, and PyTorch's int4 CPU kernel unpacks the codes with AVX-512; without AVX-512 it takes a slower path.",
+        why_zh="批大小为 1 的解码每一步都把每个权重读一遍，所以受内存带宽限制：int4 读取的字节只有 fp32 的八分之一，"
+        "而 PyTorch 的 int4 CPU 内核用 AVX-512 解包编码；没有 AVX-512 时它走较慢的路径。",
+    ),
     "filters-pruned-vs-resnet": SpeedExpectation(
         what="the digits ResNet with half the channels of every group removed is faster than the unpruned one (256 images)",
         tiers=(("", 1.5),),

@@ -285,4 +285,4 @@ def compare_guess(guess: dict[str, Any], measured: dict[str, Any], rel_tol: floa
 
 
 def _load_chapters() -> None:
-    from toolkit.workbook.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09  # noqa: F401  (registers their exercises on import)
+    from toolkit.workbook.exercises import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10  # noqa: F401  (registers their exercises on import)

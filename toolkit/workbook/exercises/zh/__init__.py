@@ -7,8 +7,8 @@ that every exercise and quiz has its Chinese text and that the letters agree. Te
 glossary of ``lessons/zh/README.md``; code, function names and numbers stay as they are.
 """
 
-from toolkit.workbook.exercises.zh import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09
+from toolkit.workbook.exercises.zh import ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10
 
 TEXTS: dict[str, dict] = {}
-for _chapter in (ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09):
+for _chapter in (ch01, ch02, ch03, ch04, ch05, ch06, ch07, ch08, ch09, ch10):
     TEXTS.update(_chapter.TEXTS)
