@@ -211,3 +211,57 @@ def test_a_foreign_manifest_is_refused(tmp_path, classifier_model, tokenizer):
     (folder / "artifact.json").write_text(json.dumps(manifest | {"version": 1}))
     with pytest.raises(deploy.ArtifactError, match="v1 artifact .artifact.json., written by an earlier toolkit"):
         deploy.load(folder)
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda m: [m], "JSON object"),                                   # the manifest is a list
+    (lambda m: {k: v for k, v in m.items() if k != "files"}, "'files' must map"),
+    (lambda m: {k: v for k, v in m.items() if k != "labels"}, "'labels' must be a list of at least two label names; got None"),
+    (lambda m: m | {"labels": ["positive"]}, "'labels' must be a list of at least two label names; got \\['positive'\\]"),
+    (lambda m: m | {"labels": "negative,positive"}, "'labels' must be a list"),
+    (lambda m: m | {"labels": ["negative", "neutral", "positive"]}, "'labels' name 3 classes, the model has 2 outputs"),
+    (lambda m: m | {"dtype": "float16"}, "'dtype' must be one of float32, bfloat16 for the torch runtime; got 'float16'"),
+    (lambda m: m | {"max_length": -1}, "'max_length' must be an integer from 2 to 1,000,000; got -1"),
+    (lambda m: m | {"max_length": 10**30}, "'max_length' must be an integer"),
+    (lambda m: m | {"max_length": "64"}, "'max_length' must be an integer"),
+    (lambda m: {k: v for k, v in m.items() if k != "runtime"}, "runtime None is not one of torch, openvino"),
+], ids=["list", "no-files", "no-labels", "one-label", "labels-string", "labels-count", "float16", "max-length-negative",
+        "max-length-huge", "max-length-string", "no-runtime"])
+def test_a_malformed_manifest_is_an_artifact_error_naming_the_field(tmp_path, classifier_model, tokenizer, change, field):
+    folder = tmp_path / "artifact"
+    deploy.save(classifier_model, tokenizer, folder)
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    with pytest.raises(deploy.ArtifactError, match=field):
+        deploy.load(folder)
+
+
+def test_the_model_card_says_the_hashes_detect_corruption_not_tampering(tmp_path, classifier_model, tokenizer):
+    deploy.save(classifier_model, tokenizer, tmp_path / "artifact")
+    card = (tmp_path / "artifact" / "README.md").read_text()
+    assert "detects a file damaged or cut short" in card and "does not detect tampering" in card
+
+
+def test_command_line_reads_stdin_and_files_and_refuses_empty_or_binary_input(tmp_path, classifier_model, tokenizer):
+    deploy.save(classifier_model, tokenizer, tmp_path / "artifact")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+    def cli(*args, stdin=b""):
+        return subprocess.run([sys.executable, "-m", "toolkit.deploy", str(tmp_path / "artifact"), *args], input=stdin,
+                              capture_output=True, cwd=ROOT, env=env, timeout=300)
+
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS[:2]) + "\n\n")
+    piped = cli("--json", "-", "--file", str(tmp_path / "in.txt"), stdin="\n".join(TEXTS).encode())
+    assert piped.returncode == 0, piped.stderr
+    lines = [json.loads(line) for line in piped.stdout.decode().splitlines()]
+    assert [line["text"] for line in lines] == TEXTS + TEXTS[:2], "stdin first, then the file; blank lines skipped"
+    assert "5 sentence(s) in" in piped.stderr.decode() and "sentences per second" in piped.stderr.decode()
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    (tmp_path / "binary.bin").write_bytes(bytes(range(256)) * 4)
+    for args, stdin, message in ((["--file", str(tmp_path / "empty.txt")], b"", "no sentences to classify"),
+                                 (["--file", str(tmp_path / "binary.bin")], b"", "is not UTF-8 text"),
+                                 (["-"], b"\x00\x01\x02", "holds NUL bytes"),
+                                 (["--file", str(tmp_path / "absent.txt")], b"", "absent.txt"),
+                                 ([], b"", "no sentences to classify")):
+        run = cli(*args, stdin=stdin)
+        assert run.returncode == 2 and message in run.stderr.decode(), (args, run.stderr.decode())

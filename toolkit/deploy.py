@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -71,6 +72,10 @@ def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
             lines += [f"## {heading.capitalize()}", "", card[heading].strip(), ""]
     lines += ["## Use", "", "```python", "import toolkit.deploy", "classifier = toolkit.deploy.load(\"<this folder>\")",
               "classifier.predict([\"great phone\", \"awful battery\"])", "```", ""]
+    lines += ["## Integrity", "", f"`{MANIFEST}` lists the SHA-256 and size of every file, and loading checks them all: that "
+              "detects a file damaged or cut short in copying. It does not detect tampering: whoever can change a file can "
+              "change the manifest too. Keep the folder where only you can write, or compare the manifest's own hash "
+              "with one you received apart from it.", ""]
     return "\n".join(lines)
 
 
@@ -172,6 +177,26 @@ class Classifier:
         return [Prediction(t, self.labels[int(i)], round(float(p[i]), 4)) for t, i, p in zip(texts, best, probabilities)]
 
 
+def check_fields(folder: Path, manifest: Mapping) -> None:
+    """The manifest's fields that the runtime reads, each checked before it is used: a missing or malformed one is an
+    ``ArtifactError`` that names the field and what it accepts (never a KeyError or an IndexError from deep inside)."""
+    runtime = manifest.get("runtime")
+    if runtime not in RUNTIMES:
+        raise ArtifactError(f"{folder}: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+    missing = [name for name in REQUIRED[runtime] + ("tokenizer.json",) if name not in manifest["files"]]
+    if missing:
+        raise ArtifactError(f"{folder}: its manifest does not list {', '.join(missing)}, which the {runtime} runtime reads")
+    labels = manifest.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(label, str) and label for label in labels):
+        raise ArtifactError(f"{folder}: its manifest's 'labels' must be a list of at least two label names; got {labels!r}")
+    max_length = manifest.get("max_length")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= 1_000_000:
+        raise ArtifactError(f"{folder}: its manifest's 'max_length' must be an integer from 2 to 1,000,000; got {max_length!r}")
+    if runtime == "torch" and manifest.get("dtype") not in DTYPES:
+        raise ArtifactError(f"{folder}: its manifest's 'dtype' must be one of {', '.join(DTYPES)} for the torch runtime; "
+                            f"got {manifest.get('dtype')!r}")
+
+
 def load(folder: str | os.PathLike) -> Classifier:
     """Load an artifact written by ``save``, after checking every file against its manifest.
 
@@ -187,34 +212,68 @@ def load(folder: str | os.PathLike) -> Classifier:
         manifest = artifacts.read_manifest(folder, format=ARTIFACT_FORMAT, versions=(ARTIFACT_VERSION,))
     except artifacts.ArtifactError as error:
         raise type(error)(f"{error} (write artifacts with toolkit.deploy.save or save_openvino)") from error
-    runtime = manifest.get("runtime")
-    missing = [name for name in REQUIRED.get(runtime, ()) + ("tokenizer.json",) if name not in manifest["files"]]
-    if missing:
-        raise ArtifactError(f"{folder}: its manifest does not list {', '.join(missing)}, which the {runtime} runtime reads")
+    check_fields(folder, manifest)
+    runtime = manifest["runtime"]
     if runtime == "torch":
         import_torchao_quietly()  # transformers imports torchao (if installed) as it builds a model: quiet its CPU notices
         model = load_pruned(folder / WEIGHTS).to(DTYPES[manifest["dtype"]])
-    elif runtime == "openvino":
-        model = compile_openvino(folder / OPENVINO_GRAPH)
+        if model.config.num_labels != len(manifest["labels"]):
+            raise ArtifactError(f"{folder}: its manifest's 'labels' name {len(manifest['labels'])} classes, the model has "
+                                f"{model.config.num_labels} outputs")
     else:
-        raise ArtifactError(f"{folder}: runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        model = compile_openvino(folder / OPENVINO_GRAPH)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return Classifier(model, tokenizer, manifest)
+
+
+def read_sentences(texts: Sequence[str], file: Path | None, stdin) -> list[str]:
+    """The sentences to classify: the arguments, with ``-`` replaced by the lines of ``stdin``, then the lines of
+    ``file``; blank lines are skipped. Text that is not UTF-8 (a binary file) or no sentence at all is a ``ValueError``."""
+    def lines(raw: bytes, where: str) -> list[str]:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{where} is not UTF-8 text (a binary file?): give one sentence per line") from None
+        if "\x00" in text:
+            raise ValueError(f"{where} holds NUL bytes (a binary file?): give one sentence per line")
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    sentences: list[str] = []
+    for text in texts:
+        sentences += lines(stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode(), "standard input") \
+            if text == "-" else [text]
+    if file is not None:
+        try:
+            raw = Path(file).read_bytes()
+        except OSError as error:
+            raise ValueError(f"--file {file}: {error.strerror or error}") from None
+        sentences += lines(raw, f"--file {file}")
+    if not sentences:
+        raise ValueError("no sentences to classify: give them as arguments, '-' for standard input, or --file FILE "
+                         "(one sentence per line)")
+    return sentences
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolkit.deploy", description="Classify sentences with a saved artifact.")
     parser.add_argument("folder", type=Path, help="an artifact folder written by toolkit.deploy.save")
-    parser.add_argument("texts", nargs="+", help="sentences to classify")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    args = parser.parse_args(argv)
+    parser.add_argument("texts", nargs="*", help="sentences to classify; '-' reads them from standard input, one per line")
+    parser.add_argument("--file", type=Path, help="a UTF-8 text file of sentences, one per line")
+    parser.add_argument("--json", action="store_true", help="JSON lines (one object per sentence) instead of a table")
+    args = parser.parse_intermixed_args(argv)  # options may come between the sentences
     try:
+        sentences = read_sentences(args.texts, args.file, sys.stdin)
         classifier = load(args.folder)
     except (ArtifactError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for p in classifier.predict(args.texts):
+    start = time.perf_counter()
+    predictions = classifier.predict(sentences)
+    seconds = time.perf_counter() - start
+    for p in predictions:
         print(json.dumps(asdict(p), ensure_ascii=False) if args.json else f"{p.label:<10} {p.probability:6.1%}  {p.text}")
+    print(f"{len(sentences)} sentence(s) in {seconds:.2f} s: {len(sentences) / seconds:,.0f} sentences per second "
+          f"(batches of 64, tokenizing included)", file=sys.stderr)
     return 0
 
 
