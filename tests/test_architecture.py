@@ -36,7 +36,8 @@ def module_name(path: Path) -> str:
 
 
 ALLOWED = {"quant": LIBRARY_BASE, "prune": LIBRARY_BASE,
-           "llm": LIBRARY_BASE | {"toolkit.quant", "toolkit.quant.packing"}}  # chapter 10 builds on chapter 2's bit packing
+           "llm": LIBRARY_BASE | {"toolkit.quant", "toolkit.quant.packing", "toolkit.quant.smooth"}}  # chapter 10 builds on
+           # chapter 2's bit packing and chapter 5's SmoothQuant scales
 
 
 @pytest.mark.parametrize("subpackage", sorted(ALLOWED))

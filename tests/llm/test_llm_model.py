@@ -240,3 +240,33 @@ def test_weight_only_file_with_a_quantized_tied_embedding_stores_it_once(tiny, t
     loaded = groups.load_weight_only(path)
     assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
     assert torch.equal(loaded.model.embed_tokens.weight, quantized.model.embed_tokens.weight)
+
+
+def test_the_dequantized_model_is_cached_verified_and_rebuilt_when_damaged(tiny, tmp_path, monkeypatch, capsys):
+    from transformers import AutoTokenizer
+
+    path = gguf.model_file()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    decoded = []
+
+    def fake_decode(path_, dtype):  # stands in for transformers' slow GGUF reader
+        decoded.append(path_)
+        return copy.deepcopy(tiny), tokenizer
+
+    monkeypatch.setenv("WORKBOOK_CACHE", str(tmp_path))
+    monkeypatch.setattr(gguf, "_from_gguf", fake_decode)
+    first, _ = gguf.load_model()
+    second, tok = gguf.load_model()
+    folder, inputs = gguf.cache_folder()
+    assert len(decoded) == 1 and folder.parent == tmp_path / "llm" and inputs["bytes"] == path.stat().st_size
+    assert all(torch.equal(a, b) for a, b in zip(second.state_dict().values(), tiny.state_dict().values()))
+    assert tok("Positive").input_ids == tokenizer("Positive").input_ids
+    with open(folder / "model.safetensors", "r+b") as f:  # one flipped byte
+        f.seek(-10, 2)
+        byte = f.read(1)
+        f.seek(-10, 2)
+        f.write(bytes([byte[0] ^ 1]))
+    gguf.load_model()
+    assert len(decoded) == 2 and "cached model rejected" in capsys.readouterr().out
+    uncached, _ = gguf.load_model(cache=False)
+    assert len(decoded) == 3

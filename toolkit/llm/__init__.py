@@ -11,13 +11,15 @@
 - ``awq``      AWQ: activation-aware per-channel scales and weight clipping
 - ``kvcache``  a KIVI-style quantized KV cache (keys per channel, values per token)
 - ``sparse``   one-shot sparsity: magnitude, Wanda and SparseGPT, unstructured and 2:4
+- ``w8a8``     int8 weights and activations: a decoder's massive activations, and SmoothQuant folded into the blocks
+- ``zeroshot`` the instruct model as a zero-shot sentiment classifier (the task metric of chapters 1-9)
 """
 
 from __future__ import annotations
 
 import importlib
 
-SUBMODULES = ("awq", "blocks", "decode", "evaluate", "gguf", "gptq", "groups", "kernels", "kvcache", "sparse", "text")
+SUBMODULES = ("awq", "blocks", "decode", "evaluate", "gguf", "gptq", "groups", "kernels", "kvcache", "sparse", "text", "w8a8", "zeroshot")
 
 
 def __getattr__(name: str):

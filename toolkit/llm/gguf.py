@@ -89,28 +89,78 @@ def q4_1_blocks(path: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndar
     return codes.reshape(rows, cols), d, m
 
 
-def load_model(path: str | os.PathLike | None = None, dtype=None):
+CACHE_FORMAT = "workbook-llm-dequantized"
+CACHE_VERSION = 1
+
+
+def _from_gguf(path: Path, dtype):
+    """(model, tokenizer) dequantized by transformers' GGUF reader (tens of seconds: it decodes every block in Python)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from toolkit.runtime import quiet_loggers
+
+    bar = gguf_utils.tqdm  # transformers' GGUF reader draws its own progress bar, which its settings do not turn off
+    gguf_utils.tqdm = lambda iterable, **_: iterable
+    try:
+        with quiet_loggers(("transformers",)):
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    finally:
+        gguf_utils.tqdm = bar
+    model.config.quantization_config = None  # the weights are plain floats from here on
+    return model, tokenizer
+
+
+def cache_folder(path: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """Where ``load_model`` keeps the dequantized model of ``path`` (default: the packaged file), and the inputs
+    its manifest must match: the file's name, size and SHA-256, and the transformers version that decoded it."""
+    import hashlib
+    import json
+
+    import transformers
+
+    from toolkit.artifacts import sha256_file
+    from toolkit.runtime import cache_dir
+
+    path = Path(path) if path is not None else model_file()
+    inputs = {"gguf": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "transformers": transformers.__version__}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "llm" / f"{path.stem}-{key}", inputs
+
+
+def load_model(path: str | os.PathLike | None = None, dtype=None, cache: bool = True):
     """(model, tokenizer) from the GGUF file (``model_file()`` by default), dequantized to ``dtype``
     (float32 by default) by transformers' GGUF reader, in eval mode.
+
+    Decoding the file takes 20-30 s on 2 cores. With ``cache`` the float32 model and its tokenizer are written
+    once under the workbook's cache (``WORKBOOK_CACHE``, see ``cache_folder``), atomically, with a manifest of
+    SHA-256s that every later load checks; a cache that is damaged or built from another file is rebuilt.
 
     Taught in: chapter 10.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolkit.runtime import quiet_loggers
-
-    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from toolkit import artifacts
 
     path = Path(path) if path is not None else model_file()
     reader(path)  # a clear error for a file that is not GGUF, before transformers' own
-    bar = gguf_utils.tqdm  # transformers' GGUF reader draws its own progress bar, which its settings do not turn off
-    gguf_utils.tqdm = lambda iterable, **_: iterable
+    dtype = dtype or torch.float32
+    if not cache:
+        model, tokenizer = _from_gguf(path, dtype)
+        return model.eval(), tokenizer
+    folder, inputs = cache_folder(path)
     try:
-        with quiet_loggers(("transformers",)):
-            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype or torch.float32)
-    finally:
-        gguf_utils.tqdm = bar
-    model.config.quantization_config = None  # the weights are plain floats from here on
-    return model.eval(), tokenizer
+        artifacts.read_manifest(folder, format=CACHE_FORMAT, versions={CACHE_VERSION}, inputs=inputs, required=("model.safetensors",))
+    except artifacts.ArtifactError as problem:
+        if folder.exists():
+            print(f"cached model rejected: {problem}; decoding the GGUF again")
+        model, tokenizer = _from_gguf(path, torch.float32)
+        with artifacts.staged_folder(folder) as staging:  # the cache is complete or absent
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            artifacts.write_manifest(staging, format=CACHE_FORMAT, version=CACHE_VERSION, inputs=inputs)
+        del model
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
