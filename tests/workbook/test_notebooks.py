@@ -248,3 +248,26 @@ def test_every_chapter_asks_for_a_prediction_and_sets_a_checked_design_task(path
         assert code.count(name) >= 2, f"{name} is never compared with the measurement"
     assert re.search(r"^## \d+\. Design task", markdown, re.M), "a numbered 'Design task' section"
     assert re.search(r"^(design|design_path) = None", code, re.M) and "def check_design(" in code, "the design task's target is checked by a cell"
+
+
+def test_the_first_cell_says_what_to_install_when_the_toolkit_is_missing():
+    import json
+    import subprocess
+    import sys
+
+    firsts = [next(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code") for p in NOTEBOOKS]
+    script = (
+        "import json, sys\n"
+        "sys.modules['toolkit'] = None  # a kernel without the workbook: import toolkit raises ModuleNotFoundError\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "for source in json.loads(sys.argv[1]):\n"
+        "    result = shell.run_cell(source)\n"
+        "    print('RESULT', type(result.error_in_exec).__name__, 'torch' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, json.dumps(firsts)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = run.stdout
+    assert out.count("RESULT WorkbookNotInstalled False") == len(NOTEBOOKS), out[-2000:]  # stopped before any heavy import
+    assert out.count("make install") == len(NOTEBOOKS) and "%pip install -c constraints.txt -e ." in out
+    assert "Traceback" not in out and "ModuleNotFoundError" not in out, "a message, not a traceback"
