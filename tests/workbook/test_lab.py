@@ -45,3 +45,17 @@ def test_every_chapter_names_the_kernel_make_install_registers():
 
     for path in sorted(lab.NOTEBOOKS.glob("*.ipynb")):
         assert nbformat.read(path, as_version=4).metadata["kernelspec"]["name"] == lab.KERNEL, path.name
+
+
+def test_idle_kernels_are_culled_after_a_setting_that_jupyter_server_knows():
+    from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
+
+    args = lab.command()
+    assert f"--MappingKernelManager.cull_idle_timeout={60 * lab.CULL_IDLE_MINUTES}" in args and lab.CULL_IDLE_MINUTES == 30
+    assert "--MappingKernelManager.cull_interval=60" in args
+    assert {"cull_idle_timeout", "cull_interval"} <= set(MappingKernelManager.class_trait_names()), "flags the server reads"
+    assert "--MappingKernelManager.cull_idle_timeout=300" in lab.command(cull_idle_minutes=5)
+    assert not any("cull" in a for a in lab.command(cull_idle_minutes=0)), "0 turns culling off"
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="cull_idle_minutes must be a whole number of minutes"):
+            lab.command(cull_idle_minutes=bad)

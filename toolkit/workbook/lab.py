@@ -2,6 +2,7 @@
 
     python -m toolkit.workbook.lab                # what `make lab` runs: opens notebooks/ in your browser
     python -m toolkit.workbook.lab --no-browser   # on a remote machine: prints the URL (with its token)
+    python -m toolkit.workbook.lab --cull-idle-minutes 0   # keep idle kernels (default: shut down after 30 minutes)
 
 Every chapter's metadata names the kernel ``python3``; ``make install`` registers the
 workbook's virtual environment under that name ("Python 3 (workbook)"), so JupyterLab starts
@@ -28,6 +29,7 @@ from toolkit import artifacts
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "python3"  # the kernelspec every chapter names; `make install` registers the venv under it
+CULL_IDLE_MINUTES = 30  # a kernel idle this long is shut down (its memory freed); 0 keeps kernels until closed
 
 SETTINGS = {
     # no "fetch official Jupyter news?" question and no update check: the workbook runs offline
@@ -58,8 +60,12 @@ def install_overrides(prefix: str | os.PathLike = sys.prefix) -> Path:
 
 
 def command(root: str | os.PathLike = NOTEBOOKS, port: int | None = None, token: str | None = None,
-            open_browser: bool = True, app_settings_dir: str | os.PathLike | None = None) -> list[str]:
+            open_browser: bool = True, app_settings_dir: str | os.PathLike | None = None,
+            cull_idle_minutes: int = CULL_IDLE_MINUTES) -> list[str]:
     """The JupyterLab command line: serve ``root``, optionally on a fixed port with a fixed token.
+
+    ``cull_idle_minutes``: shut down a kernel that has run nothing for this long, checked every minute (a
+    chapter's kernel holds 1-4.5 GB; a forgotten tab should not hold it all day); 0 turns culling off.
 
     ``app_settings_dir``: read the site-wide setting defaults (``overrides.json``) from this folder
     instead of the environment's (the browser test's own copy of ``make lab``'s settings).
@@ -76,6 +82,10 @@ def command(root: str | os.PathLike = NOTEBOOKS, port: int | None = None, token:
         args.append("--no-browser")
     if app_settings_dir is not None:
         args.append(f"--LabApp.app_settings_dir={app_settings_dir}")
+    if isinstance(cull_idle_minutes, bool) or not isinstance(cull_idle_minutes, int) or cull_idle_minutes < 0:
+        raise ValueError(f"cull_idle_minutes must be a whole number of minutes, 0 to turn culling off; got {cull_idle_minutes!r}")
+    if cull_idle_minutes:
+        args += [f"--MappingKernelManager.cull_idle_timeout={60 * cull_idle_minutes}", "--MappingKernelManager.cull_interval=60"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--allow-root")  # containers and CI run as root; JupyterLab refuses without this
     return args
@@ -85,9 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
     parser.add_argument("--port", type=int, default=None, help="port to listen on (default: JupyterLab's, 8888)")
+    parser.add_argument("--cull-idle-minutes", type=int, default=CULL_IDLE_MINUTES,
+                        help=f"shut down kernels idle this long (default {CULL_IDLE_MINUTES}; 0: never)")
     options = parser.parse_args(argv)
+    if options.cull_idle_minutes < 0:
+        parser.error(f"--cull-idle-minutes must be 0 or more; got {options.cull_idle_minutes}")
     install_overrides()
-    args = command(port=options.port, open_browser=not options.no_browser)
+    args = command(port=options.port, open_browser=not options.no_browser, cull_idle_minutes=options.cull_idle_minutes)
     os.execv(args[0], args)
 
 
