@@ -265,3 +265,74 @@ def test_command_line_reads_stdin_and_files_and_refuses_empty_or_binary_input(tm
                                  ([], b"", "no sentences to classify")):
         run = cli(*args, stdin=stdin)
         assert run.returncode == 2 and message in run.stderr.decode(), (args, run.stderr.decode())
+
+
+def _openvino_artifact(folder, model, tokenizer):
+    from toolkit import engines
+
+    ov_model = engines.openvino_model(model, dict(tokenizer(TEXTS, padding=True, return_tensors="pt")))
+    deploy.save_openvino(ov_model, tokenizer, folder, labels=["negative", "positive"])
+    return folder
+
+
+def test_the_openvino_artifact_carries_a_predict_py_that_needs_no_workbook(tmp_path, classifier_model, tokenizer):
+    import ast
+
+    from toolkit import standalone
+
+    folder = _openvino_artifact(tmp_path / "ov", classifier_model, tokenizer)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "predict.py" in manifest["files"] and (folder / "predict.py").read_text() == Path(standalone.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse((folder / "predict.py").read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported <= {"__future__", "argparse", "hashlib", "json", "sys", "time", "pathlib", "numpy", "openvino", "tokenizers"}, imported
+    mine, theirs = standalone.Classifier(folder), deploy.load(folder)
+    sentences = TEXTS + ["", "good " * 300]  # empty and past the truncation length
+    np_logits = mine.logits(sentences)
+    torch.testing.assert_close(torch.from_numpy(np_logits), theirs.logits(sentences), atol=1e-4, rtol=1e-4)
+    assert [label for label, _ in mine.predict(sentences)] == [p.label for p in theirs.predict(sentences)]
+    with open(folder / "model.bin", "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(standalone.ArtifactError, match="model.bin is missing, truncated or changed"):
+        standalone.Classifier(folder)
+    assert "pip install openvino tokenizers numpy" in (folder / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_predict_py_in_a_bare_venv_gives_the_workbooks_labels_for_every_test_sentence(tmp_path, tokenizer):
+    """A fresh virtual environment with only openvino, tokenizers and numpy (the pinned versions, from the same registry)
+    runs the artifact's predict.py on the 450 test sentences and gets the labels the workbook's loader gives."""
+    import shutil
+    import venv
+
+    from toolkit import data
+
+    pins = [line for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.split("==")[0] in ("openvino", "tokenizers", "numpy")]
+    env_dir = ROOT / "build" / "standalone-venv" / "-".join(p.replace("==", "") for p in sorted(pins))
+    python = env_dir / "bin" / "python"
+    if not python.exists():  # built once per set of pins, then reused
+        shutil.rmtree(env_dir, ignore_errors=True)
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+        install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], capture_output=True, text=True, timeout=900)
+        assert install.returncode == 0, install.stderr[-3000:]
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True).stdout
+    assert "torch" not in listed and "transformers" not in listed, "the bare venv has neither torch nor transformers"
+    model = models.sentiment_classifier(smoke=True, progress=False)
+    folder = _openvino_artifact(tmp_path / "artifact", model, tokenizer)
+    test = [e.text for e in data.make_splits().test]
+    (tmp_path / "test.txt").write_text("\n".join(t.replace("\n", " ") for t in test) + "\n")
+    run = subprocess.run([str(python), str(folder / "predict.py"), "--json", "--file", str(tmp_path / "test.txt")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env={"PATH": os.environ.get("PATH", "")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = [json.loads(line)["label"] for line in run.stdout.splitlines()]
+    expected = [p.label for p in deploy.load(folder).predict(test)]
+    assert len(got) == len(test) == 450 and got == expected
+    print(f"bare venv: {run.stderr.strip().splitlines()[-1]} (450 of 450 labels as the workbook's loader gives)")

@@ -15,6 +15,7 @@ One module, one idea. The library, bottom layer first (each imports only the one
 - ``augment``     more training sentences from the training split (distillation data)
 - ``engines``     ONNX Runtime, OpenVINO and NNCF behind the classifier's interface
 - ``pipeline``    chapter 9's cached prune-then-distil stage
+- ``standalone``  the deployed folder's own predict.py: openvino, tokenizers and numpy only, no workbook
 - ``deploy``      a compressed classifier as a folder that runs elsewhere, and its command line
 - ``llm``         chapter 10: a small LLM from its GGUF file; RTN, GPTQ and AWQ weights, int4 kernels,
                   a quantized KV cache, one-shot sparsity (builds on the bottom layer, ``quant`` and ``prune``)
@@ -30,7 +31,7 @@ import importlib
 # changes nothing (no logging levels, no environment variables) and loads nothing heavy; ``toolkit.setup()``
 # quiets the libraries when a chapter starts, and ``python -m toolkit.deploy`` loads only what it runs.
 SUBMODULES = ("activations", "artifacts", "augment", "data", "deploy", "engines", "layers", "llm", "measure", "models", "pipeline",
-              "prune", "quant", "runtime", "train", "workbook")
+              "prune", "quant", "runtime", "standalone", "train", "workbook")
 _SHORTCUTS = {"setup": "runtime", "device": "runtime", "smoke_mode": "runtime"}
 
 __all__ = sorted(SUBMODULES + tuple(_SHORTCUTS))

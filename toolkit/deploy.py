@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -38,7 +39,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from toolkit import artifacts
+from toolkit import artifacts, standalone
 from toolkit.artifacts import ArtifactError  # noqa: F401  (what load raises; chapter 9 catches it here)
 from toolkit.engines.openvino import compile_openvino
 from toolkit.prune.structured import load_pruned, save_pruned
@@ -52,6 +53,7 @@ OPENVINO_GRAPH = "model.xml"  # with model.bin beside it
 MANIFEST = artifacts.MANIFEST
 LEGACY_MANIFEST = "artifact.json"
 CARD = "README.md"
+PREDICT = "predict.py"  # in an OpenVINO artifact: toolkit/standalone.py, which needs only openvino, tokenizers, numpy
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ def _card(manifest: Mapping, card: Mapping[str, str]) -> str:
             lines += [f"## {heading.capitalize()}", "", card[heading].strip(), ""]
     lines += ["## Use", "", "```python", "import toolkit.deploy", "classifier = toolkit.deploy.load(\"<this folder>\")",
               "classifier.predict([\"great phone\", \"awful battery\"])", "```", ""]
+    if manifest.get("runtime") == "openvino":
+        lines += ["Without the workbook (no torch, no transformers): copy this folder, then", "", "```bash",
+                  "pip install openvino tokenizers numpy", "python predict.py \"great phone\" \"awful battery\"   "
+                  "# or: --file sentences.txt --json, or '-' for standard input", "```", ""]
     lines += ["## Integrity", "", f"`{MANIFEST}` lists the SHA-256 and size of every file, and loading checks them all: that "
               "detects a file damaged or cut short in copying. It does not detect tampering: whoever can change a file can "
               "change the manifest too. Keep the folder where only you can write, or compare the manifest's own hash "
@@ -148,8 +154,12 @@ def save_openvino(
     if isinstance(labels, str) or len(labels) < 2 or not all(isinstance(label, str) for label in labels):
         raise ValueError(f"labels must be a list of at least two label names; got {labels!r}")
     fields = {"runtime": "openvino", "dtype": "as stored", "max_length": max_length, "labels": list(labels)}
-    return _write(Path(folder), overwrite, lambda staging: ov.save_model(ov_model, str(staging / OPENVINO_GRAPH),
-                                                                         compress_to_fp16=False), tokenizer, fields, card)
+
+    def write_model(staging: Path) -> None:
+        ov.save_model(ov_model, str(staging / OPENVINO_GRAPH), compress_to_fp16=False)
+        shutil.copyfile(Path(standalone.__file__), staging / PREDICT)  # the folder's own runtime, without the workbook
+
+    return _write(Path(folder), overwrite, write_model, tokenizer, fields, card)
 
 
 class Classifier:
