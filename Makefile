@@ -28,7 +28,14 @@ export WORKBOOK_RESULTS_DIR ?= $(CURDIR)/build/results
 TORCH_INDEX ?=
 TORCH_FROM := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
+# The Pythons the pinned stack installs on (pyproject.toml's requires-python; a test keeps the two equal).
+PYTHON_MIN := 3.11
+PYTHON_BELOW := 3.12
+
 $(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; lo, hi = (tuple(map(int, x.split("."))) for x in sys.argv[1:]); \
+	  sys.exit(0 if lo <= v < hi else f"$(PYTHON) is Python {v[0]}.{v[1]}; the workbook supports Python >= {sys.argv[1]}, < {sys.argv[2]}: run make PYTHON=python{sys.argv[1]} (or another supported interpreter)")' \
+	  $(PYTHON_MIN) $(PYTHON_BELOW)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so that nothing later pulls another build of it.
 	$(PY) -m pip install --quiet $(TORCH_FROM) torch==2.13.0

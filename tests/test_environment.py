@@ -51,6 +51,24 @@ def test_environment_yml_agrees_with_pyproject():
 
 def test_python_versions_agree():
     assert Version("3.11") in Requirement(f"python{pyproject()['project']['requires-python']}").specifier
+    makefile = (ROOT / "Makefile").read_text()
+    low, below = (re.search(rf"^{name} := (\S+)$", makefile, re.M).group(1) for name in ("PYTHON_MIN", "PYTHON_BELOW"))
+    assert pyproject()["project"]["requires-python"] == f">={low},<{below}", "the Makefile's check and pyproject.toml disagree"
+
+
+def test_make_refuses_an_unsupported_python_in_one_line_before_installing(tmp_path):
+    import subprocess
+    import sys
+
+    fake = tmp_path / "python3.9"  # answers like Python 3.9 would
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.version_info = (3, 9, 0)\n"  # python -c CODE ARGS, as 3.9 would
+                    "code, sys.argv = sys.argv[2], ['-c', *sys.argv[3:]]\nexec(code)\n")
+    fake.chmod(0o755)
+    venv = tmp_path / "venv"
+    run = subprocess.run(["make", "-B", "install", f"PYTHON={fake}", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode != 0 and not venv.exists(), "nothing is installed"
+    lines = [line for line in run.stderr.splitlines() if "Python 3.9" in line]
+    assert len(lines) == 1 and "supports Python >= 3.11, < 3.12" in lines[0], run.stderr
 
 
 def test_constraints_pin_versions_inside_the_ranges():
