@@ -10,7 +10,8 @@ what only a browser shows:
    redraw the plot and change the printed SQNR within a second of each interaction;
 3. Chapter 4's learning-rate sweep trains in smoke mode: each training run shows one progress
    bar widget that ends full, not lines of text;
-4. no pop-up (news, announcements, kernel choice) in the way.
+4. no pop-up (news, announcements, kernel choice) in the way;
+5. chapter 9's "try it yourself" widget answers a sentence typed into its box.
 
 A screenshot of every step lands in ``build/browser/``. JupyterLab serves a copy of the chapters
 in ``build/browser/notebooks`` (autosave must not write outputs into ``notebooks/``), with its
@@ -319,3 +320,44 @@ def test_a_training_run_shows_one_updating_progress_bar(page, jupyterlab):
     assert len(done) == bars.count(), f"progress bars that did not reach their end: {labels}"
     text_bars = [t for t in runs if re.search(r"\d+%\|", t)]
     assert not text_bars, f"a progress bar printed as text: {text_bars[0][:200]}"
+
+
+DEMO_SOURCE = '''import torch
+from transformers import BertConfig, BertForSequenceClassification
+import toolkit
+from toolkit import deploy, models
+
+tokenizer = models.tokenizer()
+torch.manual_seed(0)
+tiny = BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=64, num_labels=2)).eval()
+classifier = deploy.Classifier(tiny, tokenizer, {"labels": ["negative", "positive"], "max_length": 64})
+toolkit.workbook.widgets.SentenceDemo({"tiny model A": classifier, "tiny model B": classifier}).widget()'''
+
+
+def test_the_sentence_demo_answers_a_sentence_typed_in_the_browser(page, jupyterlab):
+    """Chapter 9's "try it yourself" widget, on a notebook of its own with a tiny model (chapter 9 itself takes
+    minutes even in smoke mode; the smoke workbook runs its demo cell)."""
+    import nbformat
+
+    name = "zz_sentence_demo.ipynb"
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(DEMO_SOURCE)]
+    nbformat.write(nb, OUT / "notebooks" / name)
+    open_chapter(page, jupyterlab, name)
+    run_all(page)
+    wait_until_all_ran(page)
+    assert not error_outputs(page), error_outputs(page)[0][:500]
+    box = notebook(page).locator(".widget-text input").first
+    box.wait_for(timeout=30_000)
+    box.fill("I loved this phone, the screen is gorgeous")
+    box.press("Enter")
+    answers = notebook(page).locator(".widget-html").last
+    deadline = time.monotonic() + 30
+    while "gorgeous" not in answers.inner_text():
+        assert time.monotonic() < deadline, f"the demo did not answer; it shows {answers.inner_text()!r}"
+        time.sleep(0.2)
+    text = answers.inner_text()
+    shot(page, "5-sentence-demo")
+    assert "tiny model A" in text and "tiny model B" in text and re.search(r"\d+\.\d ms", text), text
+    assert re.search(r"(negative|positive)\s+\d+\.\d%", text), text

@@ -84,3 +84,28 @@ def test_bad_input_is_a_clear_error():
     ex = QuantizationExplorer({"x": torch.randn(4, 8)})
     with pytest.raises(ValueError, match="label 'y' is not one of x"):
         ex.compute("y")
+
+
+def test_sentence_demo_answers_for_every_model_and_explains_bad_input():
+    from toolkit import deploy, models
+    from toolkit.workbook.widgets import SentenceDemo
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = models.tokenizer()
+    torch.manual_seed(0)
+    tiny = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                                    num_attention_heads=2, intermediate_size=64, num_labels=2)).eval()
+    classifier = deploy.Classifier(tiny, tok, {"labels": ["negative", "positive"], "max_length": 64})
+    demo = SentenceDemo({"a": classifier, "b": classifier})
+    rows = demo.update("great phone")
+    expected = classifier.predict(["great phone"])[0]
+    assert [r.model for r in rows] == ["a", "b"] and all(r.label == expected.label and r.milliseconds > 0 for r in rows)
+    assert demo.update("   ") == [] and "Type a sentence" in demo.html("", [])
+    assert "&lt;b&gt;" in demo.html("<b>", rows), "the sentence is escaped"
+    view = demo.widget()
+    view.text.value = "awful battery"
+    assert "awful battery" in view.answers.value and "ms</td>" in view.answers.value
+    with pytest.raises(ValueError, match="models must map names to classifiers"):
+        SentenceDemo({"x": object()})
+    with pytest.raises(TypeError, match="text must be a string"):
+        demo.update(3)

@@ -190,3 +190,69 @@ class QuantizationExplorer:
         box = w.VBox([w.HBox([controls["label"], controls["bits"]]), w.HBox([controls["granularity"], controls["observer"]]), controls["symmetric"], metrics, out])
         box.controls, box.metrics = controls, metrics  # for tests and curious readers
         return box
+
+
+# ----------------------------------------------------------------------------- try it yourself
+@dataclass
+class DemoRow:
+    """One model's answer to one sentence."""
+
+    model: str
+    label: str
+    probability: float  # of the label given, softmax over the logits
+    milliseconds: float  # this model's call, tokenizing included
+
+
+class SentenceDemo:
+    """Type a sentence, see each model's label, probability and time: ``update(text)`` for tests, ``widget()`` for
+    JupyterLab. ``models`` maps a name to anything with ``predict(texts)`` returning objects with ``label`` and
+    ``probability`` (``toolkit.deploy.Classifier``: a loaded artifact, or a PyTorch model wrapped in one).
+    """
+
+    def __init__(self, models: dict):
+        if not models or not all(callable(getattr(m, "predict", None)) for m in models.values()):
+            raise ValueError("models must map names to classifiers with a predict(texts) method; got "
+                             f"{ {k: type(v).__name__ for k, v in (models or {}).items()} }")
+        self.models = dict(models)
+
+    def update(self, text: str) -> list[DemoRow]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string; got {type(text).__name__}")
+        if not text.strip():
+            return []
+        rows = []
+        for name, model in self.models.items():
+            start = time.perf_counter()
+            answer = model.predict([text])[0]
+            rows.append(DemoRow(name, answer.label, float(answer.probability), 1000 * (time.perf_counter() - start)))
+        return rows
+
+    @staticmethod
+    def html(text: str, rows: list[DemoRow]) -> str:
+        import html
+
+        if not rows:
+            return "<i>Type a sentence and press Enter.</i>"
+        body = "".join(f"<tr><td>{html.escape(r.model)}</td><td><b>{html.escape(r.label)}</b></td><td>{r.probability:.1%}</td>"
+                       f"<td>{r.milliseconds:.1f} ms</td></tr>" for r in rows)
+        return (f"<p>“{html.escape(text)}”</p><table><tr><th>model</th><th>label</th><th>probability</th><th>time</th></tr>"
+                f"{body}</table><small>one sentence per call, batch 1; times include tokenizing</small>")
+
+    def widget(self, example: str = "The battery died after two days, but support replaced it at once."):
+        """A text box (press Enter, or the button) and the answers below it."""
+        import ipywidgets as w
+
+        box = w.Text(value=example, placeholder="a review sentence", description="sentence", continuous_update=False,
+                     layout=w.Layout(width="90%"))
+        button = w.Button(description="Classify")
+        answers = w.HTML()
+
+        def refresh(_=None):
+            answers.value = self.html(box.value, self.update(box.value))
+
+        box.observe(refresh, names="value")
+        button.on_click(refresh)
+        refresh()
+        view = w.VBox([w.HBox([box, button]), answers])
+        view.text, view.answers = box, answers  # for tests and curious readers
+        return view
