@@ -163,7 +163,10 @@ def save_openvino(
 
 
 class Classifier:
-    """A loaded artifact: ``predict(texts)`` and ``logits(texts)``."""
+    """A loaded artifact: ``predict(texts)`` and ``logits(texts)``.
+
+    Taught in: chapter 9, section 9 (Try it yourself).
+    """
 
     def __init__(self, model: torch.nn.Module, tokenizer, manifest: Mapping):
         self.model, self.tokenizer, self.manifest = model.eval(), tokenizer, dict(manifest)

@@ -108,7 +108,8 @@ def _from_gguf(path: Path, dtype):
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
     finally:
         gguf_utils.tqdm = bar
-    model.config.quantization_config = None  # the weights are plain floats from here on
+    model.config.quantization_config = None  # the weights are plain floats from here on,
+    model.hf_quantizer = None  # and a plain model saves as one
     return model, tokenizer
 
 

@@ -102,7 +102,7 @@ def prune_model_(model: torch.nn.Module, segments: torch.Tensor | None, method: 
     SparseGPT see the calibration ``segments`` as the already-pruned blocks pass them on; magnitude needs none).
     Returns the sparsity reached over those layers.
 
-    Taught in: chapter 10, section 7 (One-shot sparsity: magnitude, Wanda, SparseGPT).
+    Taught in: chapter 10, section 8 (One-shot sparsity: magnitude, Wanda, SparseGPT).
     """
     from toolkit.llm.blocks import block_linears, decoder_layers, record_inputs, same_input_groups, walk_blocks_
     from toolkit.llm.gptq import hessian

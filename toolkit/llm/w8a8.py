@@ -43,7 +43,10 @@ def fake_int8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def input_absmax(model: torch.nn.Module, segments: torch.Tensor, names: list[str] | None = None,
                  batch_size: int = 4) -> dict[str, torch.Tensor]:
     """max |x_j| of the input of each block linear ``names`` (default: all) over ``segments`` (count, length):
-    name -> (in_features,) float32."""
+    name -> (in_features,) float32.
+
+    Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
+    """
     check_int("batch_size", batch_size)
     names = block_linear_names(model) if names is None else list(names)
     absmax: dict[str, torch.Tensor] = {}
@@ -67,7 +70,10 @@ def input_absmax(model: torch.nn.Module, segments: torch.Tensor, names: list[str
 
 def massive_activations(model: torch.nn.Module, segment: torch.Tensor) -> list[dict]:
     """For the hidden state after every block (the residual stream), on ``segment`` (1, length): the largest |h|,
-    its token and channel, and the median |h|. One dict per block."""
+    its token and channel, and the median |h|. One dict per block.
+
+    Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
+    """
     if segment.dim() != 2 or segment.shape[0] != 1:
         raise ValueError(f"segment must be one sequence of shape (1, length); got {tuple(segment.shape)}")
     states: list[torch.Tensor] = []  # one (1, T, H) per block: what it adds to the residual stream, summed in
@@ -97,6 +103,8 @@ def smooth_model_(model: torch.nn.Module, absmax: dict[str, torch.Tensor], alpha
     For each group of layers that read one input (``awq.llama_groups``): s from the input's ``absmax`` and the
     largest weight column over the group. Returns the smoothed inputs' ranges (absmax / s) by layer name, for
     static activation scales; ``absmax`` itself is not changed.
+
+    Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
     """
     prefix = {id(m): name for name, m in model.named_modules()}
     smoothed = dict(absmax)
@@ -148,7 +156,10 @@ class W8A8Linear(torch.nn.Module):
 
 def w8a8_model(model: torch.nn.Module, activations: str = "token", absmax: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """A copy of ``model`` whose block linears run as ``W8A8Linear`` (``absmax``: the input ranges, needed for
-    per-tensor activations). ``model`` is unchanged."""
+    per-tensor activations). ``model`` is unchanged.
+
+    Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
+    """
     names = set(block_linear_names(model))
     if activations == "tensor" and (absmax is None or not names <= set(absmax)):
         raise ValueError("absmax must give the input range of every block linear for per-tensor activations")

@@ -52,6 +52,8 @@ def scores(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int 
     Every prompt starts with the same tokens (the template's system turn and the question), so those are run once
     and their keys and values reused for every batch (at least one token of each prompt is its own); the rest of each
     prompt is padded on the right, and the answer is read at its last real token.
+
+    Taught in: chapter 10, section 9 (The task: zero-shot sentiment on the workbook's test sentences).
     """
     check_int("batch_size", batch_size)
     if not texts:
@@ -82,7 +84,10 @@ def scores(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int 
 
 def best_threshold(scores_: torch.Tensor, labels: torch.Tensor) -> float:
     """The threshold that maximizes accuracy of (scores_ > threshold) against ``labels`` (0/1): the midpoint
-    between two neighbouring sorted scores (or below them all), the smallest such on ties."""
+    between two neighbouring sorted scores (or below them all), the smallest such on ties.
+
+    Taught in: chapter 10, section 9 (The task: zero-shot sentiment on the workbook's test sentences).
+    """
     if scores_.shape != labels.shape or scores_.dim() != 1 or scores_.numel() == 0:
         raise ValueError(f"scores_ and labels must be non-empty vectors of one length; got {tuple(scores_.shape)} and {tuple(labels.shape)}")
     values = scores_.sort().values
@@ -92,5 +97,8 @@ def best_threshold(scores_: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def predict(scores_: torch.Tensor, threshold: float) -> torch.Tensor:
-    """label(x) = 1 if score(x) > threshold else 0: (n,) int64."""
+    """label(x) = 1 if score(x) > threshold else 0: (n,) int64.
+
+    Taught in: chapter 10, section 9 (The task: zero-shot sentiment on the workbook's test sentences).
+    """
     return (scores_ > threshold).long()

@@ -207,6 +207,8 @@ class SentenceDemo:
     """Type a sentence, see each model's label, probability and time: ``update(text)`` for tests, ``widget()`` for
     JupyterLab. ``models`` maps a name to anything with ``predict(texts)`` returning objects with ``label`` and
     ``probability`` (``toolkit.deploy.Classifier``: a loaded artifact, or a PyTorch model wrapped in one).
+
+    Taught in: chapter 9, section 9 (Try it yourself).
     """
 
     def __init__(self, models: dict):
