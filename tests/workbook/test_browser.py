@@ -323,8 +323,10 @@ def test_a_training_run_shows_one_updating_progress_bar(page, jupyterlab):
 
 
 DEMO_SOURCE = '''import torch
-from transformers import BertConfig, BertForSequenceClassification
 import toolkit
+
+toolkit.setup(verbose=False)  # as every chapter starts: libraries quiet before transformers loads them
+from transformers import BertConfig, BertForSequenceClassification
 from toolkit import deploy, models
 
 tokenizer = models.tokenizer()
@@ -348,6 +350,8 @@ def test_the_sentence_demo_answers_a_sentence_typed_in_the_browser(page, jupyter
     run_all(page)
     wait_until_all_ran(page)
     assert not error_outputs(page), error_outputs(page)[0][:500]
+    noise = notebook(page).locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').all_inner_texts()
+    assert not noise, f"library noise above the demo: {noise[0][:300]}"
     box = notebook(page).locator(".widget-text input").first
     box.wait_for(timeout=30_000)
     box.fill("I loved this phone, the screen is gorgeous")

@@ -254,6 +254,7 @@ class SentenceDemo:
 
         box.observe(refresh, names="value")
         button.on_click(refresh)
+        self.update(example)  # warm-up: a model's first call pays one-off costs that are not its speed
         refresh()
         view = w.VBox([w.HBox([box, button]), answers])
         view.text, view.answers = box, answers  # for tests and curious readers
