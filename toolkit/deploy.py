@@ -242,14 +242,7 @@ def load(folder: str | os.PathLike) -> Classifier:
 def read_sentences(texts: Sequence[str], file: Path | None, stdin) -> list[str]:
     """The sentences to classify: the arguments, with ``-`` replaced by the lines of ``stdin``, then the lines of
     ``file``; blank lines are skipped. Text that is not UTF-8 (a binary file) or no sentence at all is a ``ValueError``."""
-    def lines(raw: bytes, where: str) -> list[str]:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{where} is not UTF-8 text (a binary file?): give one sentence per line") from None
-        if "\x00" in text:
-            raise ValueError(f"{where} holds NUL bytes (a binary file?): give one sentence per line")
-        return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = standalone.read_lines  # the same rule as the artifact's own predict.py
 
     sentences: list[str] = []
     for text in texts:

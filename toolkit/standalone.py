@@ -86,6 +86,8 @@ class Classifier:
 
 
 def read_lines(raw: bytes, where: str) -> list[str]:
+    """The non-blank lines of ``raw``, stripped; text that is not UTF-8, or holds NUL bytes (a binary file), is a
+    ``ValueError`` naming ``where`` it came from."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
