@@ -242,18 +242,16 @@ def load(folder: str | os.PathLike) -> Classifier:
 def read_sentences(texts: Sequence[str], file: Path | None, stdin) -> list[str]:
     """The sentences to classify: the arguments, with ``-`` replaced by the lines of ``stdin``, then the lines of
     ``file``; blank lines are skipped. Text that is not UTF-8 (a binary file) or no sentence at all is a ``ValueError``."""
-    lines = standalone.read_lines  # the same rule as the artifact's own predict.py
-
     sentences: list[str] = []
     for text in texts:
-        sentences += lines(stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode(), "standard input") \
+        sentences += standalone.read_lines(stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode(), "standard input") \
             if text == "-" else [text]
     if file is not None:
         try:
             raw = Path(file).read_bytes()
         except OSError as error:
             raise ValueError(f"--file {file}: {error.strerror or error}") from None
-        sentences += lines(raw, f"--file {file}")
+        sentences += standalone.read_lines(raw, f"--file {file}")  # the artifact's predict.py reads files the same way
     if not sentences:
         raise ValueError("no sentences to classify: give them as arguments, '-' for standard input, or --file FILE "
                          "(one sentence per line)")

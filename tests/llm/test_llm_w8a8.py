@@ -55,6 +55,8 @@ def test_smoothquant_folded_into_the_blocks_keeps_the_float_model(tiny, tokens):
     assert all(torch.allclose(again[k], smoothed[k], rtol=1e-4, atol=1e-6) for k in again)
     q = "model.layers.0.self_attn.q_proj"
     assert again[q].max() / again[q].min() < absmax[q].max() / absmax[q].min(), "the channels' ranges are flatter"
+    with pytest.raises(ValueError, match="segments must be"):
+        w8a8.input_absmax(tiny, tokens[0])
     with pytest.raises(ValueError, match="absmax has no input range"):
         w8a8.smooth_model_(copy.deepcopy(tiny), {})
 

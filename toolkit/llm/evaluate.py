@@ -31,7 +31,8 @@ class TextScore:
     tokens: int  # tokens scored
 
 
-def _check_segments(segments: torch.Tensor) -> None:
+def check_segments(segments: torch.Tensor) -> None:
+    """A clear error unless ``segments`` is (count, length) token ids with count >= 1 and length >= 2."""
     if segments.dim() != 2 or segments.shape[1] < 2 or segments.shape[0] < 1:
         raise ValueError(f"segments must be (count, length) token ids with length >= 2; got shape {tuple(segments.shape)}")
 
@@ -42,7 +43,7 @@ def reference_log_probs(model: torch.nn.Module, segments: torch.Tensor) -> torch
 
     Taught in: chapter 10.
     """
-    _check_segments(segments)
+    check_segments(segments)
     with eval_mode(model), torch.inference_mode():
         return torch.log_softmax(model(segments).logits[:, :-1].float(), dim=-1)
 
@@ -57,7 +58,7 @@ def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tenso
 
     Taught in: chapter 10.
     """
-    _check_segments(segments)
+    check_segments(segments)
     check_int("batch_size", batch_size)
     nll, tokens, kl_sum, kl_positions = 0.0, 0, 0.0, 0
     with eval_mode(model), torch.inference_mode():

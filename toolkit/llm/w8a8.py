@@ -27,6 +27,7 @@ import torch
 from toolkit.layers import eval_mode, swap_modules
 from toolkit.llm.awq import llama_groups, scale_layers_
 from toolkit.llm.blocks import decoder_layers
+from toolkit.llm.evaluate import check_segments
 from toolkit.llm.groups import block_linear_names
 from toolkit.quant.smooth import smoothquant_scales
 from toolkit.runtime import check_int
@@ -47,6 +48,7 @@ def input_absmax(model: torch.nn.Module, segments: torch.Tensor, names: list[str
 
     Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
     """
+    check_segments(segments)
     check_int("batch_size", batch_size)
     names = block_linear_names(model) if names is None else list(names)
     absmax: dict[str, torch.Tensor] = {}
