@@ -19,6 +19,9 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 # The fine-tuned classifier and the results live under build/ unless you point elsewhere.
 export WORKBOOK_CACHE ?= $(CURDIR)/build/cache
 export WORKBOOK_RESULTS_DIR ?= $(CURDIR)/build/results
+# hqq (chapter 10) is a source package whose setup.py builds CUDA kernels while it installs unless this is 1;
+# the workbook runs its PyTorch code on the CPU.
+export DISABLE_CUDA := 1
 
 .PHONY: workbook test test-fast browser-test lab smoke html install clean
 

@@ -57,3 +57,22 @@ def test_quantizing_nothing_inside_the_blocks_is_an_error():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # MiniLM has nothing to leave alone: no warning
         assert quant.quantize_weights(model, QuantSpec(bits=8)).skipped_layers == {}
+
+
+def test_swap_modules_replaces_in_a_copy_frees_each_old_module_at_once_and_skips_inside_replaced_ones():
+    import weakref
+
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), torch.nn.Linear(2, 2))
+    offered, old = [], {}
+
+    def build(name, module):
+        offered.append(name)
+        if name == "1":  # by now the copy's first block, replaced, must be gone: no list of modules keeps it alive
+            assert old["0"]() is None
+        old[name] = weakref.ref(module)
+        return torch.nn.Identity() if name in ("0", "1") else None
+
+    copied, replaced = layers.swap_modules(model, build)
+    assert replaced == 2 and offered == ["0", "1"]  # "0.0" and "0.1" were inside the replaced "0"
+    assert all(isinstance(copied[i], torch.nn.Identity) for i in (0, 1))
+    assert isinstance(model[0], torch.nn.Sequential) and isinstance(model[1], torch.nn.Linear)  # the original unchanged

@@ -143,15 +143,18 @@ def swap_child_(model: torch.nn.Module, name: str, module: torch.nn.Module) -> t
 
 def swap_modules(model: torch.nn.Module, build: Callable[[str, torch.nn.Module], torch.nn.Module | None]) -> tuple[torch.nn.Module, int]:
     """A copy of ``model`` in which every module for which ``build(name, module)`` returns a
-    module is replaced by it; returns (copy, number replaced). The model passed in is unchanged."""
+    module is replaced by it; returns (copy, number replaced). The modules inside a replaced one are not
+    offered to ``build``. The model passed in is unchanged."""
     result = copy.deepcopy(model)
-    replaced = 0
-    for name, module in list(result.named_modules()):
-        new = build(name, module) if name else None
+    replaced: list[str] = []
+    for name in [name for name, _ in result.named_modules() if name]:  # names only: a list of the modules
+        if any(name.startswith(done + ".") for done in replaced):      # would keep every replaced one alive
+            continue  # inside a module already replaced
+        new = build(name, result.get_submodule(name))
         if new is not None:
-            swap_child_(result, name, new)
-            replaced += 1
-    return result, replaced
+            swap_child_(result, name, new)  # the old module (and its weights) is freed here, one at a time
+            replaced.append(name)
+    return result, len(replaced)
 
 
 # ----------------------------------------------------------------------------- modes and devices

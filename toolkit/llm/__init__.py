@@ -9,6 +9,7 @@
 - ``blocks``   walking the decoder block by block with calibration inputs (what GPTQ, AWQ and SparseGPT share)
 - ``gptq``     GPTQ: column-by-column quantization with error compensation through the inverse Hessian
 - ``awq``      AWQ: activation-aware per-channel scales and weight clipping
+- ``libraries`` the same jobs by maintained libraries: HQQ's calibration-free grids, torchao's int8 weight-only config
 - ``kvcache``  a KIVI-style quantized KV cache (keys per channel, values per token)
 - ``sparse``   one-shot sparsity: magnitude, Wanda and SparseGPT, unstructured and 2:4
 - ``w8a8``     int8 weights and activations: a decoder's massive activations, and SmoothQuant folded into the blocks
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 
-SUBMODULES = ("awq", "blocks", "decode", "evaluate", "gguf", "gptq", "groups", "kernels", "kvcache", "sparse", "text", "w8a8", "zeroshot")
+SUBMODULES = ("awq", "blocks", "decode", "evaluate", "gguf", "gptq", "groups", "kernels", "kvcache", "libraries", "sparse", "text", "w8a8", "zeroshot")
 
 
 def __getattr__(name: str):

@@ -49,12 +49,14 @@ def reference_log_probs(model: torch.nn.Module, segments: torch.Tensor) -> torch
 
 
 def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tensor | None = None,
-          batch_size: int = 2) -> TextScore:
+          batch_size: int = 1) -> TextScore:
     """Perplexity of ``model`` on ``segments`` (count, length) and, if ``reference`` (from
     ``reference_log_probs`` of the first segments) is given, the mean KL against it on those segments.
 
     Only the segments with a reference need the full log-softmax over the vocabulary; the others are
-    scored with a fused cross-entropy, which never stores (batch, length, vocab) log-probabilities.
+    scored with a fused cross-entropy, which never stores (batch, length, vocab) log-probabilities. One
+    segment at a time by default: the logits of 512 positions over SmolLM2's 49,152 words are 100 MB, and a
+    larger batch multiplies that peak without reading the weights fewer times per token than it saves.
 
     Taught in: chapter 10.
     """

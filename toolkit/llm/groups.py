@@ -56,7 +56,7 @@ def n_groups(in_features: int, group_size: int | None) -> int:
     return -(-in_features // group_width(in_features, group_size))
 
 
-def _grouped(w: torch.Tensor, g: int) -> torch.Tensor:
+def grouped(w: torch.Tensor, g: int) -> torch.Tensor:
     """(N, K) -> (N, groups, g); a short last group is padded with copies of its own first value
     (which changes neither its minimum nor its maximum)."""
     n, k = w.shape
@@ -97,7 +97,7 @@ def group_range(weight: torch.Tensor, bits: int, group_size: int | None) -> tupl
     check_bits(bits)
     if weight.dim() != 2:
         raise ValueError(f"weight must be a 2-D (out_features, in_features) matrix; got shape {tuple(weight.shape)}")
-    g = _grouped(weight.detach().float(), group_width(weight.shape[1], group_size))  # (N, groups, group)
+    g = grouped(weight.detach().float(), group_width(weight.shape[1], group_size))  # (N, groups, group)
     lo, hi = g.amin(-1), g.amax(-1)
     scale = ((hi - lo) / (2**bits - 1)).half()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale, every code 0

@@ -89,10 +89,21 @@ class Int8Linear(torch.nn.Module):
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of every parameter and buffer (tied tensors counted once): what one decode step reads."""
+    """Bytes of every parameter and buffer (tied tensors counted once): what one decode step reads.
+    A tensor subclass (torchao's quantized weights) counts the plain tensors it is made of."""
     seen, total = set(), 0
     for t in list(module.parameters()) + list(module.buffers()):
-        if t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
+        for part in _plain_tensors(t):
+            if part.data_ptr() not in seen:
+                seen.add(part.data_ptr())
+                total += part.numel() * part.element_size()
     return total
+
+
+def _plain_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """``t`` itself, or the inner tensors of a traceable tensor subclass (``__tensor_flatten__``), recursively."""
+    t = t.data if isinstance(t, torch.nn.Parameter) else t
+    if type(t) is torch.Tensor or not hasattr(t, "__tensor_flatten__"):
+        return [t]
+    names, _ = t.__tensor_flatten__()
+    return [part for name in names for part in _plain_tensors(getattr(t, name))]
