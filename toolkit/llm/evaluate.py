@@ -55,8 +55,8 @@ def score(model: torch.nn.Module, segments: torch.Tensor, reference: torch.Tenso
 
     Only the segments with a reference need the full log-softmax over the vocabulary; the others are
     scored with a fused cross-entropy, which never stores (batch, length, vocab) log-probabilities. One
-    segment at a time by default: the logits of 512 positions over SmolLM2's 49,152 words are 100 MB, and a
-    larger batch multiplies that peak without reading the weights fewer times per token than it saves.
+    segment at a time by default: the logits of 512 positions over SmolLM2's 49,152 words are 100 MB, and every
+    segment in a batch adds as much again to the peak memory.
 
     Taught in: chapter 10.
     """

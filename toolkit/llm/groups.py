@@ -192,7 +192,7 @@ def save_weight_only(model: torch.nn.Module, quantized: dict[str, GroupQuantized
 def load_weight_only(path: str | os.PathLike) -> torch.nn.Module:
     """The model saved by ``save_weight_only``, rebuilt from its config, weights dequantized to float32.
 
-    Taught in: chapter 10, section 10 (Design task: a smaller file than the one you started from).
+    Taught in: chapter 10, section 9 (The task: zero-shot sentiment on the workbook's test sentences).
     """
     metadata, tensors = artifacts.load_tensors(path, format=FORMAT, versions={VERSION}, writer="toolkit.llm.groups.save_weight_only")
     import json

@@ -53,7 +53,7 @@ def hqq_model(model: torch.nn.Module, bits: int, group_size: int | None = 128) -
     """A copy of ``model`` whose block linear layers hold HQQ's dequantized weights (fake quantization, to
     measure perplexity beside round-to-nearest, GPTQ and AWQ). ``model`` is unchanged.
 
-    Taught in: chapter 10, section 5 (AWQ from scratch; libraries doing the same).
+    Taught in: chapter 10, section 5 (AWQ from scratch).
     """
     quantized = copy.deepcopy(model)
     with torch.no_grad():
