@@ -76,3 +76,23 @@ def test_swap_modules_replaces_in_a_copy_frees_each_old_module_at_once_and_skips
     assert replaced == 2 and offered == ["0", "1"]  # "0.0" and "0.1" were inside the replaced "0"
     assert all(isinstance(copied[i], torch.nn.Identity) for i in (0, 1))
     assert isinstance(model[0], torch.nn.Sequential) and isinstance(model[1], torch.nn.Linear)  # the original unchanged
+
+
+def test_copy_in_dtype_equals_deepcopy_then_to_keeps_ties_and_the_original():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).eval()
+    expected = __import__("copy").deepcopy(model).to(torch.bfloat16)
+    copied = layers.copy_in_dtype(model, torch.bfloat16)
+    got, want = copied.state_dict(), expected.state_dict()
+    assert got.keys() == want.keys() and all(got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]) for k in want)
+    assert copied.lm_head.weight is copied.model.embed_tokens.weight  # still tied
+    assert next(model.parameters()).dtype == torch.float32 and copied.lm_head.weight.data_ptr() != model.lm_head.weight.data_ptr()
+    ids = torch.randint(0, 64, (1, 6))
+    with torch.inference_mode():
+        assert torch.equal(copied(ids).logits, expected(ids).logits)
+    with pytest.raises(ValueError, match="dtype must be a floating-point torch.dtype"):
+        layers.copy_in_dtype(model, torch.int8)

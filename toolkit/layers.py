@@ -141,6 +141,24 @@ def swap_child_(model: torch.nn.Module, name: str, module: torch.nn.Module) -> t
     return model
 
 
+def copy_in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` with every floating-point parameter and buffer in ``dtype``: ``deepcopy(model).to(dtype)``
+    without the full-precision copy in between (the converted tensors go into deepcopy's memo, so a tied weight
+    stays tied and each tensor is made once, in its new type). ``model`` is unchanged.
+
+    Taught in: chapter 10, section 2 (Why decoding is different).
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype; got {dtype!r}")
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if id(tensor) not in memo and tensor.is_floating_point():
+            converted = tensor.detach().to(dtype, copy=True)
+            memo[id(tensor)] = (torch.nn.Parameter(converted, requires_grad=tensor.requires_grad)
+                                if isinstance(tensor, torch.nn.Parameter) else converted)
+    return copy.deepcopy(model, memo)
+
+
 def swap_modules(model: torch.nn.Module, build: Callable[[str, torch.nn.Module], torch.nn.Module | None]) -> tuple[torch.nn.Module, int]:
     """A copy of ``model`` in which every module for which ``build(name, module)`` returns a
     module is replaced by it; returns (copy, number replaced). The modules inside a replaced one are not

@@ -138,11 +138,17 @@ class W8A8Linear(torch.nn.Module):
             raise ValueError("input_absmax: per-tensor activations need the calibrated input range; got None")
         w = linear.weight.detach().float()  # (N, K)
         scale = (w.abs().amax(1, keepdim=True) / QMAX).clamp(min=1e-12)  # (N, 1)
-        self.register_buffer("weight", fake_int8(w, scale))
+        self.register_buffer("codes", torch.round(w / scale).clamp_(-QMAX, QMAX).to(torch.int8))  # (N, K): a quarter of fp32's bytes
+        self.register_buffer("scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.activations = activations
         input_scale = torch.ones(()) if input_absmax is None else (input_absmax.max().float() / QMAX).clamp(min=1e-12)
         self.register_buffer("input_scale", input_scale)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W_hat = codes * scale, (N, K) float32: the weight the product computes with (made when asked)."""
+        return self.codes.float() * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (..., K) -> (..., N)
         if self.activations == "token":
@@ -153,7 +159,7 @@ class W8A8Linear(torch.nn.Module):
                                           None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, int8 weights per channel, int8 inputs per {self.activations}"
+        return f"in_features={self.codes.shape[1]}, out_features={self.codes.shape[0]}, int8 weights per channel, int8 inputs per {self.activations}"
 
 
 def w8a8_model(model: torch.nn.Module, activations: str = "token", absmax: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
