@@ -2,17 +2,8 @@
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from toolkit.llm import decode, groups, kernels, libraries
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval()
 
 
 def test_hqq_starts_from_round_to_nearest_and_lowers_its_weight_error():
@@ -55,7 +46,7 @@ def test_hqq_model_changes_a_copy_only(tiny):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     quantized = libraries.hqq_model(tiny, 3, 32)
     assert all(torch.equal(v, before[k]) for k, v in tiny.state_dict().items())
-    layer = quantized.model.layers[0].mlp.down_proj.weight                       # (64, 160): 5 groups of 32 per row
+    layer = quantized.model.layers[0].mlp.down_proj.weight                       # (64, 128): 4 groups of 32 per row
     assert max(group.unique().numel() for group in layer.reshape(-1, 32)) <= 8  # 3 bits: at most 8 values per group
     assert not torch.equal(layer, tiny.model.layers[0].mlp.down_proj.weight)
     assert torch.equal(quantized.lm_head.weight, tiny.lm_head.weight)           # the head is not a block layer

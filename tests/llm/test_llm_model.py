@@ -4,18 +4,10 @@ import copy
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache
 
 from toolkit.artifacts import FormatError
 from toolkit.llm import blocks, decode, evaluate, gguf, gptq, groups, kernels, kvcache, sparse, text
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
