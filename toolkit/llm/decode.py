@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from toolkit.layers import swap_modules
 from toolkit.llm.groups import GroupQuantized, block_linear_names, quantize_groups
@@ -106,17 +107,32 @@ class DecodeTiming:
         return 1000 / self.step_ms
 
 
-def _generate_seconds(model, input_ids: torch.Tensor, new_tokens: int) -> float:
+class _TokenClock(LogitsProcessor):
+    """Notes the time each time ``generate`` has the next token's logits (once per new token)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def _generate_times(model, input_ids: torch.Tensor, new_tokens: int) -> tuple[float, list[float]]:
+    """Seconds to the first new token's logits, and between consecutive new tokens' logits (``new_tokens`` - 1)."""
+    clock = _TokenClock()
     start = time.perf_counter()
-    model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    return time.perf_counter() - start
+    model.generate(input_ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                   logits_processor=LogitsProcessorList([clock]))
+    return clock.times[0] - start, [b - a for a, b in zip(clock.times, clock.times[1:])]
 
 
 def compare_decoding(models: dict[str, torch.nn.Module], input_ids: torch.Tensor, *, new_tokens: int = 32,
                      rounds: int = 3) -> dict[str, DecodeTiming]:
     """Greedy decoding of ``new_tokens`` after ``input_ids`` (1, T) by every model, interleaved A/B/C...
-    round by round (whatever slows one round slows all), each round timing 1 token and ``new_tokens``
-    tokens: step = (t_new - t_1) / (new_tokens - 1). Medians over ``rounds`` after one warm-up.
+    round by round (whatever slows one round slows all). Each token is timed as it comes (a logits processor
+    notes the clock): prefill = time to the first token's logits; step = the median time between two tokens'
+    logits, over the ``new_tokens`` - 1 steps of all ``rounds``, after one warm-up round.
 
     Taught in: chapter 10, section 2 (Why decoding is different).
     """
@@ -127,13 +143,12 @@ def compare_decoding(models: dict[str, torch.nn.Module], input_ids: torch.Tensor
     first, steps = {k: [] for k in models}, {k: [] for k in models}
     with torch.inference_mode():
         for model in models.values():
-            _generate_seconds(model, input_ids, 2)
+            _generate_times(model, input_ids, 2)
         for _ in range(rounds):
             for name, model in models.items():
-                one = _generate_seconds(model, input_ids, 1)
-                many = _generate_seconds(model, input_ids, new_tokens)
-                first[name].append(one)
-                steps[name].append((many - one) / (new_tokens - 1))
+                prefill, between = _generate_times(model, input_ids, new_tokens)
+                first[name].append(prefill)
+                steps[name] += between
     return {k: DecodeTiming(1000 * statistics.median(first[k]), 1000 * statistics.median(steps[k]), new_tokens) for k in models}
 
 

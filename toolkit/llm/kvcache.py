@@ -17,7 +17,7 @@ reads the dequantized history plus the residual.
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import BaseQuantizedLayer, Cache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from toolkit.llm.groups import check_bits
 from toolkit.quant.packing import pack, packed_bytes, unpack
@@ -51,21 +51,20 @@ class _Stored:
         return packed_bytes(int(torch.Size(self.shape).numel()), self.bits) + 2 * (self.scale.numel() + self.minimum.numel())
 
 
-class KiviLayer(BaseQuantizedLayer):
+class KiviLayer(DynamicLayer):
     """One layer's cache: quantized chunks of ``group`` tokens (keys per channel, values per token) and a
-    float residual of the newest tokens."""
+    float residual of the newest tokens. ``self.keys``/``self.values`` hold only the residual, so the length
+    seen so far is counted separately (as transformers' own quantized layers do)."""
 
     def __init__(self, bits: int = 4, group: int = 32):
         super().__init__()
         self.bits, self.group = check_bits(bits), check_int("group", group)
+        self.cumulative_length = 0  # tokens seen: stored chunks + residual
         self.chunks: list[tuple[_Stored, _Stored]] = []
         self._history: tuple[torch.Tensor, torch.Tensor] | None = None  # dequantized chunks, rebuilt when one is added
 
-    def _quantize(self, tensor):  # the base class's hooks; this layer stores chunks itself
-        raise NotImplementedError
-
-    def _dequantize(self, q_tensor):
-        raise NotImplementedError
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         # key_states, value_states: (batch, heads_kv, new_tokens, head_dim)
@@ -101,7 +100,7 @@ class KiviLayer(BaseQuantizedLayer):
 
     def reset(self) -> None:
         super().reset()
-        self.chunks, self._history = [], None
+        self.cumulative_length, self.chunks, self._history = 0, [], None
 
 
 def kivi_cache(model: torch.nn.Module, bits: int = 4, group: int = 32) -> Cache:
