@@ -45,17 +45,24 @@ def test_cached_teacher_outputs_equal_a_fresh_forward_and_run_the_teacher_once_p
     before = copy.deepcopy(teacher.state_dict())
     teacher.train()  # the cache must still use eval mode (no dropout) and give the mode back
     cache = TeacherOutputs(teacher, signals=("logits", "hidden_states"))
+    exact = TeacherOutputs(teacher, signals=("logits", "hidden_states"), hidden_dtype=torch.float32)
     first = data.encode(tokenizer, splits.train[:6])
     other = data.encode(tokenizer, splits.train[3:10])  # overlaps rows 3-5, padded to another length
     for batch in (first, other, first):
         logits, hidden = cache(batch)
+        _, hidden_fp32 = exact(batch)
         with torch.no_grad():
             fresh = copy.deepcopy(teacher).eval()(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
         torch.testing.assert_close(logits, fresh.logits, atol=1e-5, rtol=1e-4)
         mask = batch["attention_mask"].unsqueeze(-1).bool()  # padding positions are not compared (they are masked out)
-        for mine, theirs in zip(hidden, fresh.hidden_states):
-            torch.testing.assert_close(mine.masked_fill(~mask, 0), theirs.masked_fill(~mask, 0), atol=1e-4, rtol=1e-4)
+        for mine, mine_fp32, theirs in zip(hidden, hidden_fp32, fresh.hidden_states):
+            assert mine.dtype == torch.float32  # kept in float16, handed back in float32
+            theirs = theirs.masked_fill(~mask, 0)
+            torch.testing.assert_close(mine_fp32.masked_fill(~mask, 0), theirs, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(mine.masked_fill(~mask, 0), theirs, atol=1e-4, rtol=2 ** -11)  # plus float16 rounding
     assert cache.forwards == 10 and len(cache) == 10, "each sentence went through the teacher once"
+    stored = next(iter(cache._store.values()))[1]
+    assert all(h.dtype == torch.float16 for h in stored), "hidden states are kept in float16: half the memory"
     assert teacher.training, "the teacher's mode is restored"
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items()), "the teacher is never changed"
 
@@ -66,8 +73,25 @@ def test_teacher_outputs_and_distillation_refuse_bad_input():
         TeacherOutputs(teacher, signals=("logits", "attention"))
     with pytest.raises(ValueError, match="signals"):
         TeacherOutputs(teacher, signals=("hidden_states",))
+    with pytest.raises(ValueError, match="hidden_dtype must be one of"):
+        TeacherOutputs(teacher, signals=("logits", "hidden_states"), hidden_dtype=torch.int8)
     with pytest.raises(ValueError, match="hidden_weight > 0 needs"):
         distillation_loss(TeacherOutputs(teacher), hidden_weight=1.0)
+
+
+def test_teacher_outputs_refuse_hidden_states_that_overflow_float16():
+    from types import SimpleNamespace
+
+    class Loud(torch.nn.Module):  # a "teacher" whose last hidden state is beyond float16's 65,504
+        def forward(self, input_ids, attention_mask, output_hidden_states=False):
+            h = torch.ones(*input_ids.shape, 4)
+            return SimpleNamespace(logits=torch.zeros(input_ids.shape[0], 2), hidden_states=(h, h * 1e5))
+
+    batch = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    with pytest.raises(ValueError, match="overflows hidden_dtype=torch.float16; pass hidden_dtype=torch.bfloat16"):
+        TeacherOutputs(Loud(), signals=("logits", "hidden_states"))(batch)
+    _, hidden = TeacherOutputs(Loud(), signals=("logits", "hidden_states"), hidden_dtype=torch.bfloat16)(batch)
+    torch.testing.assert_close(hidden[1], torch.full((1, 3, 4), 1e5), rtol=2 ** -8, atol=0)
 
 
 def test_distillation_with_a_shared_cache_trains_like_the_uncached_teacher(tokenizer, splits):
