@@ -493,10 +493,10 @@ def prune_during_training_(
         for p in frozen:
             p.requires_grad_(True)
         if criterion == "movement":
-            log.masks = movement.current_masks(scored)
-            log.returned = sum(int((removed[n] & (log.masks[n] > 0)).sum()) for n in names)
+            log.masks = {n: m > 0 for n, m in movement.current_masks(scored).items()}  # bool: kept
+            log.returned = sum(int((removed[n] & log.masks[n]).sum()) for n in names)
             movement.remove_scores_(model, names)
     if criterion == "magnitude":
-        log.masks = {n: m.detach().clone() for n, m in gradual.current_masks(model, names).items()}
+        log.masks = {n: m.detach() > 0 for n, m in gradual.current_masks(model, names).items()}  # bool: kept
         remove_masks_(model)
     return log

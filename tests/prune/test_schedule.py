@@ -149,6 +149,7 @@ def test_pruning_during_training_reaches_each_target_exactly(tokenizer, splits):
             weight = model.get_submodule(n).weight
             assert isinstance(weight, torch.nn.Parameter) and not hasattr(model.get_submodule(n), "weight_orig")
             assert float((weight == 0).float().mean()) == pytest.approx(0.75, abs=1e-3), f"{method} {n}"
+            assert log.masks[n].dtype == torch.bool and torch.equal(weight != 0, log.masks[n]), "the log keeps the final mask, True where kept"
         assert log.sparsity[-1] == pytest.approx(0.75, abs=1e-3) and all(p.requires_grad for p in model.parameters())
     assert torch.equal(classifier.get_submodule(names[0]).weight, before), "the copy was pruned, not the original"
     bad = gradual.PruningSchedule("gradual", 0.5, 3)

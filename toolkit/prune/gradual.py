@@ -145,7 +145,7 @@ class PruningLog:
 
     steps: list[int] = field(default_factory=list)
     sparsity: list[float] = field(default_factory=list)  # fraction of the pruned layers' weights removed
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (out, in) bool, True where kept (a quarter of a float mask)
     returned: int = 0  # weights out of the mask at one of the updates and back in the final mask (movement only)
 
 
