@@ -46,21 +46,27 @@ def test_cached_teacher_outputs_equal_a_fresh_forward_and_run_the_teacher_once_p
     teacher.train()  # the cache must still use eval mode (no dropout) and give the mode back
     cache = TeacherOutputs(teacher, signals=("logits", "hidden_states"))
     exact = TeacherOutputs(teacher, signals=("logits", "hidden_states"), hidden_dtype=torch.float32)
+    lean = TeacherOutputs(teacher, signals=("logits", "hidden_states"), keep="logits")  # hidden states recomputed per batch
     first = data.encode(tokenizer, splits.train[:6])
     other = data.encode(tokenizer, splits.train[3:10])  # overlaps rows 3-5, padded to another length
     for batch in (first, other, first):
         logits, hidden = cache(batch)
         _, hidden_fp32 = exact(batch)
+        lean_logits, hidden_lean = lean(batch)
         with torch.no_grad():
             fresh = copy.deepcopy(teacher).eval()(**{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=True)
         torch.testing.assert_close(logits, fresh.logits, atol=1e-5, rtol=1e-4)
         mask = batch["attention_mask"].unsqueeze(-1).bool()  # padding positions are not compared (they are masked out)
-        for mine, mine_fp32, theirs in zip(hidden, hidden_fp32, fresh.hidden_states):
+        torch.testing.assert_close(lean_logits, fresh.logits, atol=1e-5, rtol=1e-4)
+        for mine, mine_fp32, mine_lean, theirs in zip(hidden, hidden_fp32, hidden_lean, fresh.hidden_states):
             assert mine.dtype == torch.float32  # kept in float16, handed back in float32
             theirs = theirs.masked_fill(~mask, 0)
             torch.testing.assert_close(mine_fp32.masked_fill(~mask, 0), theirs, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(mine_lean.masked_fill(~mask, 0), theirs, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(mine.masked_fill(~mask, 0), theirs, atol=1e-4, rtol=2 ** -11)  # plus float16 rounding
     assert cache.forwards == 10 and len(cache) == 10, "each sentence went through the teacher once"
+    assert lean.forwards == 6 + 7 + 6 and len(lean) == 10, "keep='logits': every row runs again for its hidden states"
+    assert all(entry[1] is None for entry in lean._store.values()), "keep='logits' keeps no hidden state"
     stored = next(iter(cache._store.values()))[1]
     assert all(h.dtype == torch.float16 for h in stored), "hidden states are kept in float16: half the memory"
     assert teacher.training, "the teacher's mode is restored"
@@ -73,6 +79,8 @@ def test_teacher_outputs_and_distillation_refuse_bad_input():
         TeacherOutputs(teacher, signals=("logits", "attention"))
     with pytest.raises(ValueError, match="signals"):
         TeacherOutputs(teacher, signals=("hidden_states",))
+    with pytest.raises(ValueError, match="keep must be True, False or 'logits'; got 'hidden'"):
+        TeacherOutputs(teacher, keep="hidden")
     with pytest.raises(ValueError, match="hidden_dtype must be one of"):
         TeacherOutputs(teacher, signals=("logits", "hidden_states"), hidden_dtype=torch.int8)
     with pytest.raises(ValueError, match="hidden_weight > 0 needs"):

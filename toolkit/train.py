@@ -99,7 +99,8 @@ class TeacherOutputs:
     per sentence, not once per step. A sentence is keyed by its token ids; a batch's rows not seen
     before go through the teacher together (fp32, no gradients), the others are read back.
     ``keep=False`` forgets every output after use (the teacher then runs on every batch, as
-    without a cache). ``signals`` names what is kept: "logits" (batch, labels) and, for hidden-state distillation,
+    without a cache); ``keep="logits"`` keeps only the logits (a few bytes per sentence) and runs the
+    teacher again on every batch for its hidden states: memory for time. ``signals`` names what is kept: "logits" (batch, labels) and, for hidden-state distillation,
     "hidden_states" ((blocks + 1) tensors of (seq, d) per sentence: 7 x 384 numbers per token for
     MiniLM). Hidden states are kept in ``hidden_dtype``: float16 by default, about 100 kB per sentence
     instead of 200 kB in float32 (6,300 sentences: 0.6 GB instead of 1.2), at a rounding error of at most
@@ -109,18 +110,20 @@ class TeacherOutputs:
     Taught in: chapter 5, section 6 (Quantization-aware training at 2 bits, judged fairly).
     """
 
-    def __init__(self, teacher: torch.nn.Module, signals: Sequence[str] = ("logits",), keep: bool = True,
+    def __init__(self, teacher: torch.nn.Module, signals: Sequence[str] = ("logits",), keep: bool | str = True,
                  hidden_dtype: torch.dtype = torch.float16):
         signals = tuple(signals)
         unknown = [name for name in signals if name not in TEACHER_SIGNALS]
         if unknown or "logits" not in signals:
             raise ValueError(f"signals must include 'logits' and be among {', '.join(TEACHER_SIGNALS)}; got {signals!r}")
+        if keep not in (True, False, "logits"):
+            raise ValueError(f"keep must be True, False or 'logits'; got {keep!r}")
         dtypes = (torch.float16, torch.bfloat16, torch.float32)
         if hidden_dtype not in dtypes:
             raise ValueError(f"hidden_dtype must be one of {', '.join(map(str, dtypes))}; got {hidden_dtype!r}")
         self.teacher, self.signals, self.keep, self.hidden_dtype = teacher, signals, keep, hidden_dtype
         self._store: dict[tuple[int, ...], tuple] = {}
-        self.forwards = 0  # sentences the teacher has run on (cache misses)
+        self.forwards = 0  # sentences the teacher has run on (cache misses; with keep="logits" and hidden states, every row)
 
     def __len__(self) -> int:
         return len(self._store)
@@ -142,9 +145,11 @@ class TeacherOutputs:
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """The teacher's logits (batch, labels) and, if kept, hidden states (blocks + 1) x (batch, seq, d), padded as ``batch``."""
         keys = self._keys(batch)
-        missing = sorted({i for i, key in enumerate(keys) if key not in self._store})
+        hidden = "hidden_states" in self.signals
+        rerun = hidden and self.keep == "logits"  # hidden states are not kept: every row goes through the teacher
+        missing = list(range(len(keys))) if rerun else sorted({i for i, key in enumerate(keys) if key not in self._store})
+        fresh = {}  # row -> hidden states computed by this call and not kept (keep="logits")
         if missing:
-            hidden = "hidden_states" in self.signals
             rows = {k: v[missing] for k, v in batch.items() if k != "labels"}
             width = int(rows["attention_mask"].sum(dim=1).max())
             rows = {k: v[:, :width] for k, v in rows.items()}  # re-padded to the longest missing row
@@ -152,6 +157,10 @@ class TeacherOutputs:
                 out = self.teacher(**rows, output_hidden_states=hidden)
             for j, i in enumerate(missing):
                 n = len(keys[i])
+                if rerun:
+                    fresh[i] = tuple(h[j, :n] for h in out.hidden_states)
+                    self._store[keys[i]] = (out.logits[j].float().clone(), None)
+                    continue
                 states = tuple(h[j, :n].to(self.hidden_dtype, copy=True) for h in out.hidden_states) if hidden else None
                 if states is not None and not all(bool(torch.isfinite(h).all()) for h in states):
                     raise ValueError(f"a teacher hidden state overflows hidden_dtype={self.hidden_dtype}; "
@@ -162,12 +171,13 @@ class TeacherOutputs:
         if not self.keep:
             self._store.clear()  # keep=False: the teacher runs on every batch (no cache)
         logits = torch.stack([entry[0] for entry in entries]).to(batch["input_ids"].device)  # (batch, labels)
-        if "hidden_states" not in self.signals:
+        if not hidden:
             return logits, None
+        per_row = [fresh[i] for i in range(len(keys))] if rerun else [entry[1] for entry in entries]
         seq = batch["input_ids"].shape[1]
         states = []
-        for block in range(len(entries[0][1])):  # each (batch, seq, d), zero where the batch pads (masked out later)
-            padded = pad_sequence([entry[1][block] for entry in entries], batch_first=True).float()
+        for block in range(len(per_row[0])):  # each (batch, seq, d), zero where the batch pads (masked out later)
+            padded = pad_sequence([row[block] for row in per_row], batch_first=True).float()
             states.append(F.pad(padded, (0, 0, 0, seq - padded.shape[1])).to(batch["input_ids"].device))
         return logits, tuple(states)
 
