@@ -159,20 +159,27 @@ def copy_in_dtype(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module
     return copy.deepcopy(model, memo)
 
 
+def swap_modules_(model: torch.nn.Module, build: Callable[[str, torch.nn.Module], torch.nn.Module | None]) -> int:
+    """Replace, in ``model`` itself, every module for which ``build(name, module)`` returns a module; returns
+    the number replaced. The modules inside a replaced one are not offered to ``build``. Each old module (and
+    its weights) is freed as soon as it is replaced, so converting a copy you own never holds two models."""
+    replaced: list[str] = []
+    for name in [name for name, _ in model.named_modules() if name]:  # names only: a list of the modules
+        if any(name.startswith(done + ".") for done in replaced):     # would keep every replaced one alive
+            continue  # inside a module already replaced
+        new = build(name, model.get_submodule(name))
+        if new is not None:
+            swap_child_(model, name, new)
+            replaced.append(name)
+    return len(replaced)
+
+
 def swap_modules(model: torch.nn.Module, build: Callable[[str, torch.nn.Module], torch.nn.Module | None]) -> tuple[torch.nn.Module, int]:
     """A copy of ``model`` in which every module for which ``build(name, module)`` returns a
-    module is replaced by it; returns (copy, number replaced). The modules inside a replaced one are not
-    offered to ``build``. The model passed in is unchanged."""
+    module is replaced by it; returns (copy, number replaced): ``swap_modules_`` on a deep copy. The modules
+    inside a replaced one are not offered to ``build``. The model passed in is unchanged."""
     result = copy.deepcopy(model)
-    replaced: list[str] = []
-    for name in [name for name, _ in result.named_modules() if name]:  # names only: a list of the modules
-        if any(name.startswith(done + ".") for done in replaced):      # would keep every replaced one alive
-            continue  # inside a module already replaced
-        new = build(name, result.get_submodule(name))
-        if new is not None:
-            swap_child_(result, name, new)  # the old module (and its weights) is freed here, one at a time
-            replaced.append(name)
-    return result, len(replaced)
+    return result, swap_modules_(result, build)
 
 
 # ----------------------------------------------------------------------------- modes and devices

@@ -1,11 +1,14 @@
 """Chapter 10's model-level pieces on a tiny random llama (fast) and the packaged GGUF file's header."""
 
 import copy
+import json
+import unittest.mock
 
 import pytest
 import torch
 from transformers import DynamicCache
 
+from toolkit import artifacts
 from toolkit.artifacts import FormatError
 from toolkit.llm import blocks, decode, evaluate, gguf, gptq, groups, kernels, kvcache, sparse, text
 
@@ -88,6 +91,17 @@ def test_perplexity_and_kl_of_a_model_against_itself(tiny, tokens):
     assert evaluate.gap_closed(12, 20, 10) == pytest.approx(0.8)
 
 
+def test_kl_summed_a_slice_of_positions_at_a_time_equals_the_formula(tiny, tokens, monkeypatch):
+    reference = evaluate.reference_log_probs(tiny, tokens[:2])  # (2, 31, V)
+    noisy = copy.deepcopy(tiny)
+    with torch.no_grad():
+        noisy.lm_head.weight.add_(0.5 * torch.randn_like(noisy.lm_head.weight))
+        mine = torch.log_softmax(noisy(tokens[:2]).logits[:, :-1], dim=-1)
+    expected = float((reference.exp() * (reference - mine)).sum() / (2 * 31))  # mean_t sum_v r (log r - log p)
+    monkeypatch.setattr(evaluate, "KL_POSITIONS", 7)  # 31 positions: slices of 7, 7, 7, 7 and 3
+    assert evaluate.score(noisy, tokens, reference).kl == pytest.approx(expected, rel=1e-5)
+
+
 # ----------------------------------------------------------------------------- block walking, GPTQ on a model
 def test_walking_blocks_without_change_reproduces_the_model(tiny, tokens):
     inputs = blocks.first_block_inputs(tiny, tokens)
@@ -117,6 +131,19 @@ def test_rtn_model_file_round_trip(tiny, tmp_path):
     for name in found:
         assert torch.equal(loaded.get_submodule(name).weight, quantized.get_submodule(name).weight)
     assert torch.allclose(loaded.model.norm.weight, quantized.model.norm.weight.half().float())
+
+
+def test_a_weight_only_file_that_does_not_fit_its_config_is_refused(tiny, tmp_path):
+    quantized, found = groups.quantize_model_rtn(tiny, 4, 32)
+    path = tmp_path / "w4.safetensors"
+    groups.save_weight_only(quantized, found, path)
+    metadata, tensors = artifacts.load_tensors(path, format=groups.FORMAT, versions={groups.VERSION},
+                                               writer="toolkit.llm.groups.save_weight_only")
+    config = json.loads(metadata["config"])
+    config["intermediate_size"] *= 2  # every MLP weight of the file now has the wrong shape for the model
+    with pytest.raises(FormatError, match="do not fit the config"):
+        with unittest.mock.patch.object(artifacts, "load_tensors", return_value=({**metadata, "config": json.dumps(config)}, tensors)):
+            groups.load_weight_only(path)
 
 
 # ----------------------------------------------------------------------------- kernels and decoding

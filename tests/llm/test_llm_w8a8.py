@@ -69,8 +69,17 @@ def test_w8a8_model_swaps_every_block_linear_and_keeps_the_model(tiny, tokens):
     with torch.no_grad():
         close = torch.nn.functional.cosine_similarity(quantized(tokens).logits.flatten(), tiny(tokens).logits.flatten(), dim=0)
     assert close > 0.99
+    own = copy.deepcopy(tiny)  # the in-place form converts a copy you own into the same model, freeing its floats
+    float_weights = [m.weight for n, m in own.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n]
+    assert w8a8.w8a8_model_(own, "tensor", w8a8.input_absmax(tiny, tokens)) is own
+    assert sum(isinstance(m, w8a8.W8A8Linear) for m in own.modules()) == 14
+    assert not any(any(p is w for p in own.parameters()) for w in float_weights)
+    with torch.no_grad():
+        assert torch.equal(own(tokens).logits, quantized(tokens).logits)
     with pytest.raises(ValueError, match="absmax must give the input range"):
         w8a8.w8a8_model(tiny, "tensor")
+    with pytest.raises(ValueError, match="absmax must give the input range"):
+        w8a8.w8a8_model_(copy.deepcopy(tiny), "tensor")
     with pytest.raises(ValueError, match="activations must be one of"):
         w8a8.W8A8Linear(torch.nn.Linear(4, 4), "channel")
 

@@ -20,6 +20,7 @@ Bytes stored: N*K*bits/8 for the codes + 2 * 2 bytes per group (fp16 s and m).
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass
 
@@ -191,21 +192,34 @@ def save_weight_only(model: torch.nn.Module, quantized: dict[str, GroupQuantized
 
 def load_weight_only(path: str | os.PathLike) -> torch.nn.Module:
     """The model saved by ``save_weight_only``, rebuilt from its config, weights dequantized to float32.
+    Each tensor is written straight into the new model's own, one at a time, so no second float copy of
+    the model is ever alive (a state dict of float tensors would double the peak memory).
 
     Taught in: chapter 10, section 9 (The task: zero-shot sentiment on the workbook's test sentences).
     """
     metadata, tensors = artifacts.load_tensors(path, format=FORMAT, versions={VERSION}, writer="toolkit.llm.groups.save_weight_only")
-    import json
-
     model = artifacts.model_from_config(metadata["config"])
-    state = {name: t.float() for name, t in tensors.items() if not name.endswith((".codes", ".scale", ".minimum"))}
-    for name, layer in json.loads(metadata["layers"]).items():
+    target = model.state_dict()  # name -> the model's own tensor (same storage), filled in place
+    layers = json.loads(metadata["layers"])
+    filled, unexpected = set(), []
+    for name, tensor in tensors.items():
+        if name.endswith((".codes", ".scale", ".minimum")):
+            continue
+        if name not in target or target[name].shape != tensor.shape:
+            unexpected.append(name)
+            continue
+        target[name].copy_(tensor)
+        filled.add(name)
+    for name, layer in layers.items():
         n, k = layer["shape"]
+        if f"{name}.weight" not in target or target[f"{name}.weight"].shape != (n, k):
+            unexpected.append(f"{name}.codes")
+            continue
         codes = unpack(tensors[f"{name}.codes"], layer["bits"], 0, n * k).reshape(n, k).to(torch.uint8)
-        state[f"{name}.weight"] = GroupQuantized(codes, tensors[f"{name}.scale"], tensors[f"{name}.minimum"], layer["bits"],
-                                                     layer["group_size"]).dequantize()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if m not in _tied_names(model)]
+        target[f"{name}.weight"].copy_(GroupQuantized(codes, tensors[f"{name}.scale"], tensors[f"{name}.minimum"], layer["bits"],
+                                                      layer["group_size"]).dequantize())
+        filled.add(f"{name}.weight")
+    missing = [m for m in target if m not in filled and m not in _tied_names(model)]
     if missing or unexpected:
         raise artifacts.FormatError(f"{path}: tensors do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     if getattr(model.config, "tie_word_embeddings", False):

@@ -22,9 +22,11 @@ down_proj), as AWQ folds its scales (``toolkit.llm.awq.scale_layers_``, ``llama_
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from toolkit.layers import eval_mode, swap_modules
+from toolkit.layers import eval_mode, swap_modules_
 from toolkit.llm.awq import llama_groups, scale_layers_
 from toolkit.llm.blocks import decoder_layers
 from toolkit.llm.evaluate import check_segments
@@ -162,15 +164,28 @@ class W8A8Linear(torch.nn.Module):
         return f"in_features={self.codes.shape[1]}, out_features={self.codes.shape[0]}, int8 weights per channel, int8 inputs per {self.activations}"
 
 
-def w8a8_model(model: torch.nn.Module, activations: str = "token", absmax: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
-    """A copy of ``model`` whose block linears run as ``W8A8Linear`` (``absmax``: the input ranges, needed for
-    per-tensor activations). ``model`` is unchanged.
+def w8a8_model_(model: torch.nn.Module, activations: str = "token", absmax: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """Turn ``model``'s block linears into ``W8A8Linear``, in place (``absmax``: the input ranges, needed for
+    per-tensor activations); returns ``model``. Each float linear is freed as it is replaced: use it on a copy
+    you own (a smoothed one, say) so that only one float copy is alive.
 
     Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
     """
     names = set(block_linear_names(model))
     if activations == "tensor" and (absmax is None or not names <= set(absmax)):
         raise ValueError("absmax must give the input range of every block linear for per-tensor activations")
-    copied, _ = swap_modules(model, lambda name, m: W8A8Linear(m, activations, None if absmax is None else absmax.get(name))
-                             if name in names else None)
-    return copied.eval()
+    swap_modules_(model, lambda name, m: W8A8Linear(m, activations, None if absmax is None else absmax.get(name))
+                  if name in names else None)
+    return model.eval()
+
+
+def w8a8_model(model: torch.nn.Module, activations: str = "token", absmax: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """A copy of ``model`` whose block linears run as ``W8A8Linear`` (``w8a8_model_`` on a deep copy).
+    ``model`` is unchanged.
+
+    Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
+    """
+    names = set(block_linear_names(model))
+    if activations == "tensor" and (absmax is None or not names <= set(absmax)):
+        raise ValueError("absmax must give the input range of every block linear for per-tensor activations")
+    return w8a8_model_(copy.deepcopy(model), activations, absmax)
