@@ -220,7 +220,7 @@ def release_memory() -> None:
     are freed), so the process's resident size, which a JupyterHub memory limit counts, stays near its peak.
     ``malloc_trim(0)`` returns every free page. A no-op where the C library is not glibc.
 
-    Taught in: chapter 10 (``setup`` trims the heap after every cell).
+    Taught in: chapter 10, section 3 (Round-to-nearest in groups: the baseline every method must beat).
     """
     gc.collect()
     trim = _malloc_trim()
