@@ -164,6 +164,14 @@ class W8A8Linear(torch.nn.Module):
         return f"in_features={self.codes.shape[1]}, out_features={self.codes.shape[0]}, int8 weights per channel, int8 inputs per {self.activations}"
 
 
+def _block_linears(model: torch.nn.Module, activations: str, absmax: dict[str, torch.Tensor] | None) -> set[str]:
+    """The names of ``model``'s block linears, after checking that per-tensor activations have every input range."""
+    names = set(block_linear_names(model))
+    if activations == "tensor" and (absmax is None or not names <= set(absmax)):
+        raise ValueError("absmax must give the input range of every block linear for per-tensor activations")
+    return names
+
+
 def w8a8_model_(model: torch.nn.Module, activations: str = "token", absmax: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """Turn ``model``'s block linears into ``W8A8Linear``, in place (``absmax``: the input ranges, needed for
     per-tensor activations); returns ``model``. Each float linear is freed as it is replaced: use it on a copy
@@ -171,9 +179,7 @@ def w8a8_model_(model: torch.nn.Module, activations: str = "token", absmax: dict
 
     Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
     """
-    names = set(block_linear_names(model))
-    if activations == "tensor" and (absmax is None or not names <= set(absmax)):
-        raise ValueError("absmax must give the input range of every block linear for per-tensor activations")
+    names = _block_linears(model, activations, absmax)
     swap_modules_(model, lambda name, m: W8A8Linear(m, activations, None if absmax is None else absmax.get(name))
                   if name in names else None)
     return model.eval()
@@ -185,7 +191,5 @@ def w8a8_model(model: torch.nn.Module, activations: str = "token", absmax: dict[
 
     Taught in: chapter 10, section 7 (W8A8 and the outliers of a decoder).
     """
-    names = set(block_linear_names(model))
-    if activations == "tensor" and (absmax is None or not names <= set(absmax)):
-        raise ValueError("absmax must give the input range of every block linear for per-tensor activations")
+    _block_linears(model, activations, absmax)  # a clear error before a copy is made
     return w8a8_model_(copy.deepcopy(model), activations, absmax)
